@@ -1,0 +1,36 @@
+# Two commands for everyone: `make run` (the SERVAL experiment; coming) and `make test`.
+# Every target sets up .venv itself on first use: torch (CPU wheel, the pin in pyproject.toml) first,
+# then the kit with its extras.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONHASHSEED := 0
+
+.PHONY: test course lab build check-notebooks doctor clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	touch $(STAMP)
+
+test: $(STAMP)  ## every test: package, datasets, notebooks (papermill + nbval), grading
+	$(BIN)/python -m pytest
+
+course: $(STAMP)  ## run every notebook headless in fast mode into runs/ and print a table
+	$(BIN)/labkit course run
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+build: $(STAMP)  ## regenerate the student notebooks/ from solutions/
+	$(BIN)/labkit course build
+
+doctor: $(STAMP)
+	$(BIN)/labkit doctor
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,53 @@
+"""Which device and which floating-point type the kit uses: decided here, and only here.
+
+On a CPU everything runs in fp32: bf16/fp16 matrix products are hundreds of times slower there.
+On a GPU we use bf16 where the card supports it (Ampere and newer), else fp16.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import torch
+
+
+def device() -> torch.device:
+    """The device the kit computes on: the first CUDA GPU if there is one, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def compute_dtype(dev: torch.device | str | None = None) -> torch.dtype:
+    """fp32 on CPU; bf16 on a GPU that supports it; fp16 on older GPUs.
+
+    The same rule gives the compute dtype of bitsandbytes' 4-bit layers.
+    """
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def trainer_precision(dev: torch.device | str | None = None) -> dict[str, Any]:
+    """Keyword arguments for transformers' TrainingArguments / TRL configs.
+
+    TRL's configs default to bf16, which fails or crawls on a CPU; this sets the precision
+    explicitly for the hardware at hand.
+    """
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type != "cuda":
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    bf16 = compute_dtype(dev) == torch.bfloat16
+    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+
+def is_offline(timeout: float = 1.0) -> bool:
+    """True when the Hugging Face hub cannot be used: HF_HUB_OFFLINE is set or it is unreachable."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return True
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return True
+    return False

@@ -1,0 +1,39 @@
+"""Every notebook runs top to bottom in fast mode (papermill), and reruns reproduce its checked outputs (nbval)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from notebook_runner import execute, notebooks
+
+NOTEBOOKS = notebooks()
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Path]:
+    return {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_runs_in_fast_mode(path: Path, executed: dict[Path, Path], tmp_path_factory) -> None:
+    out = execute(path, tmp_path_factory.mktemp("runs"))
+    executed[path] = out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.parent.name == "solutions"],
+                         ids=lambda p: p.name)
+def test_rerun_reproduces_checked_outputs(path: Path, executed: dict[Path, Path]) -> None:
+    """nbval (lax) reruns the executed solution and compares the cells marked NBVAL_CHECK_OUTPUT."""
+    if path not in executed:
+        pytest.skip("the papermill run of this notebook failed or did not run")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
+         "-p", "no:cacheprovider", "--rootdir", str(executed[path].parent), str(executed[path])],
+        capture_output=True, text=True, cwd=executed[path].parent, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
