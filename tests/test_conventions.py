@@ -32,7 +32,8 @@ def test_notebook_conventions(path: Path) -> None:
         f"{path.name}: the first cell must be a code cell tagged 'parameters'")
     assigned = {t.id for node in ast.parse(first.source).body if isinstance(node, ast.Assign)
                 for t in node.targets if isinstance(t, ast.Name)}
-    assert REQUIRED_PARAMETERS <= assigned, f"{path.name}: parameters cell lacks {REQUIRED_PARAMETERS - assigned}"
+    lacking = REQUIRED_PARAMETERS - assigned
+    assert not lacking, f"{path.name}: the parameters cell lacks {lacking}"
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, (

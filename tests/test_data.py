@@ -194,5 +194,6 @@ def test_to_text_codes_every_dataset() -> None:
                 assert not re.search(r"\de[+-]\d", text)  # no scientific notation
     heart = d.SCHEMAS["heart"]
     record = {f: np.nan for f in heart.feature_names} | {"Sex": "F", "Age": 49.0, "ExerciseAngina": "Y"}
-    assert to_text(record, heart, "prose") == "A 49-year-old female patient. Present: exercise-induced angina."
+    prose = "A 49-year-old female patient. Present: exercise-induced angina."
+    assert to_text(record, heart, "prose") == prose
     assert to_text(record, heart, "list") == "Age: 49 years\nSex: female\nExercise-induced angina: yes"

@@ -1,4 +1,4 @@
-"""Every notebook runs top to bottom in fast mode (papermill), and reruns reproduce its checked outputs (nbval)."""
+"""Every notebook runs in fast mode (papermill); a rerun reproduces its checked outputs (nbval)."""
 
 from __future__ import annotations
 
