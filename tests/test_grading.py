@@ -1,0 +1,221 @@
+"""Exercises, check(), and the grader: hidden tests out of the kernel, reports, and cheats that fail."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from notebook_runner import ROOT
+
+from labkit.grading import Exercise, bank, case, check, close
+from labkit.grading.check import run_check
+from labkit.grading.extract import definitions, lesson_of
+from labkit.grading.grader import grade_submission, main
+from labkit.grading.worker import to_plain
+
+CHEATS = sorted((ROOT / "tests" / "cheats").glob("*.ipynb"))
+# cheats whose in-kernel check() is fooled into saying "passed": the grade must still be 0
+FOOLS_CHECK = {"00_redefine_check", "00_patch_labkit", "00_hardcode_examples",
+               "00_call_reference", "00_print_passed"}
+SOLUTION = "    return {str(c): float(frame[c].isna().mean()) for c in frame.columns}\n"
+
+
+def notebook(*sources: str) -> dict[str, Any]:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
+              "outputs": [], "source": text} for i, text in enumerate(sources)]
+    cells[0]["metadata"]["tags"] = ["parameters"]
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}}}
+
+
+def write(path: Path, *sources: str) -> Path:
+    path.write_text(json.dumps(notebook('FAST = False\nSEED = 0\nMODEL = "pocket"', *sources)))
+    return path
+
+
+def outputs_text(executed: Path) -> str:
+    nb = json.loads(executed.read_text())
+    return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+# --- the bank and check() ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("exercise", bank.all_exercises(), ids=lambda e: e.id)
+def test_every_reference_passes_its_examples_and_draws_fresh_hidden_cases(exercise: Exercise) -> None:
+    assert run_check(exercise.id, {exercise.function: exercise.reference}).status == "passed"
+
+    def drawn(seed: int) -> list[Any]:
+        cases = exercise.hidden(np.random.default_rng(seed))
+        return [to_plain(c.call(exercise.reference)) for c in cases]
+
+    assert drawn(1) == drawn(1)  # same seed, same cases
+    assert drawn(1) != drawn(2)  # inputs are drawn, not fixed
+    visible = [to_plain(c.call(exercise.reference)) for c in exercise.examples]
+    assert not any(v in drawn(1) for v in visible)
+
+
+def test_exercise_definitions_are_validated() -> None:
+    with pytest.raises(ValueError, match="id must look like"):
+        Exercise(id="warmup", function="f", tier="core", points=1, task="", reference=len,
+                 examples=(case([1]),), hidden=lambda rng: [])
+    with pytest.raises(ValueError, match="tier 'easy'.*at least one visible example"):
+        Exercise(id="01.x", function="f", tier="easy", points=1, task="",  # type: ignore[arg-type]
+                 reference=len, examples=(), hidden=lambda rng: [])
+    with pytest.raises(KeyError, match="known exercises: 00.warmup"):
+        bank.get("99.nothing")
+
+
+def test_check_finds_the_function_in_the_calling_notebook(capsys: pytest.CaptureFixture[str]) -> None:
+    attempts = {
+        "missing": "x = 1",
+        "not attempted": "def missing_share(frame):\n    raise NotImplementedError",
+        "failed": "def missing_share(frame):\n    return {c: 0.0 for c in frame.columns}",
+        "passed": "def missing_share(frame):\n" + SOLUTION,
+    }
+    for status, code in attempts.items():
+        namespace: dict[str, Any] = {"check": check}
+        exec(code + "\ncheck('00.warmup')", namespace)  # check() is called from this namespace
+        printed = capsys.readouterr().out
+        assert printed.startswith(f"00.warmup (warm-up, 1 point): {status}\n"), printed
+    namespace = {"missing_share": lambda frame: {c: 0.0 for c in frame.columns}}
+    assert "example 1: missing_share(<DataFrame 4x2>): got 0.0 at ['age'], expected 0.25" in \
+        run_check("00.warmup", namespace).summary()
+
+
+def test_close_compares_plain_data() -> None:
+    same = close(rtol=1e-6)
+    assert same({"a": [1.0, float("nan")]}, {"a": [1.0000001, float("nan")]}) is None
+    assert same(2, 2.0) is None
+    assert "expected 0.5" in same(0.6, 0.5)
+    assert "keys differ: missing ['b']" in same({"a": 1}, {"a": 1, "b": 2})
+    assert "got 1 elements, expected 2" in same([1], [1, 2])
+    assert "expected the number" in same(True, 1)  # a bool is not a number here
+    assert "expected the number" in same("0.5", 0.5)
+
+
+def test_to_plain_keeps_data_and_refuses_objects() -> None:
+    frame = pd.DataFrame({"a": [1.0, np.nan]})
+    assert to_plain((np.float32(0.5), np.arange(2), frame["a"].isna().mean())) == [0.5, [0, 1], 0.5]
+    assert to_plain(frame.isna().mean()) == {"a": 0.5}
+    assert to_plain(frame.isna()) == {"a": [False, True]}
+
+    class Equal(dict):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    class Number(float):
+        pass
+
+    for sneaky in (Equal(), Number(0.5), object()):
+        with pytest.raises(TypeError, match="returned an object of type"):
+            to_plain(sneaky)
+
+
+def test_definitions_keep_imports_functions_classes_and_constants_only() -> None:
+    nb = notebook(
+        "import numpy as np\nfrom labkit.grading import check\nimport labkit.grading.bank",
+        "N_BINS = 10\nSCALE: float = 2.0 * N_BINS\nFRAME = load('pima')\nf = lambda x: x + 1",
+        "%matplotlib inline\n@staticmethod\ndef g(x):\n    return x\nclass C:\n    pass",
+        "np.isclose = lambda *a: True\nprint('hi')\ncheck('00.warmup')",
+        "def broken(:\n    pass",
+    )
+    chunks, notes = definitions(nb)
+    assert chunks == ["import numpy as np", "N_BINS = 10", "SCALE: float = 2.0 * N_BINS",
+                      "f = lambda x: x + 1", "@staticmethod\ndef g(x):\n    return x",
+                      "class C:\n    pass"]
+    assert notes == ["cell 4 was skipped: SyntaxError: invalid syntax (line 1)"]
+
+
+def test_lesson_comes_from_the_file_name_then_from_check_calls() -> None:
+    assert lesson_of(Path("00_welcome.ipynb"), {}) == "00"
+    assert lesson_of(Path("alice_A1_pretrain.ipynb"), {}) == "A1"
+    assert lesson_of(Path("alice.ipynb"), notebook("check('01.ece')")) == "01"
+    assert lesson_of(Path("2024_alice.ipynb"), {}) is None
+
+
+# --- the grader end to end ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cheating_submissions_score_nothing(tmp_path: Path) -> None:
+    """Every notebook in tests/cheats fakes exercise 00.warmup its own way; an honest one scores."""
+    honest = write(tmp_path / "00_honest.ipynb", "def missing_share(frame):\n" + SOLUTION)
+    out = tmp_path / "grades"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # run as a teacher would, so the fake-report cheat can find the --out folder of this process
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "grade", str(ROOT / "tests" / "cheats"),
+                           str(honest), "--out", str(out), "--seed", "7", "--exercise-timeout", "30"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(CHEATS) >= 9
+    rows = {row["submission"]: row for row in csv.DictReader(open(out / "grades.csv"))}
+    assert rows["00_honest"]["total"] == "1"
+    for cheat in CHEATS:
+        report = json.loads((out / f"{cheat.stem}.json").read_text())
+        assert (report["total"], rows[cheat.stem]["total"]) == (0, "0"), cheat.stem
+        assert [e["passed"] for e in report["exercises"]] == [False], cheat.stem
+        printed = outputs_text(out / f"{cheat.stem}.executed.ipynb")
+        assert "CHEAT ACTIVE" in printed, f"{cheat.stem}: the cheat did not run"
+        if cheat.stem in FOOLS_CHECK:
+            assert "00.warmup (warm-up, 1 point): passed" in printed, cheat.stem
+    assert json.loads((out / "report.json").read_text())["total"] == 1  # the fake was written...
+    assert json.loads((out / "00_fake_report.json").read_text())["total"] == 0  # ...and ignored
+
+
+@pytest.mark.slow
+def test_crashing_looping_and_broken_submissions_get_reports(tmp_path: Path) -> None:
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    write(folder / "00_crash.ipynb", "def missing_share(frame):\n" + SOLUTION,
+          "raise RuntimeError('boom')")
+    write(folder / "00_loop.ipynb", "def missing_share(frame):\n    while True:\n        pass",
+          "while True:\n    pass")
+    write(folder / "00_kill.ipynb", "import os\nos._exit(1)")
+    (folder / "00_garbage.ipynb").write_text("this is not a notebook")
+    (folder / "00_list.ipynb").write_text("[1, 2]")
+    out = tmp_path / "grades"
+    args = [str(folder), "--out", str(out), "--seed", "1", "--timeout", "8",
+            "--exercise-timeout", "3"]
+    assert main(args) == 0
+    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    crash, loop = reports["00_crash"], reports["00_loop"]
+    assert crash["execution"]["status"] == "error" and "RuntimeError: boom" in crash["errors"][0]
+    assert crash["total"] == 1  # the function itself is right
+    assert loop["execution"]["status"] == "timeout"
+    assert loop["exercises"][0]["message"].startswith("timed out")
+    assert reports["00_kill"]["execution"]["status"] == "error"
+    assert "not a readable notebook" in reports["00_garbage"]["errors"][0]
+    assert reports["00_list"]["errors"] == ["not a notebook: no list of cells"]
+    assert all(r["total"] == 0 for name, r in reports.items() if name != "00_crash")
+    assert (out / "grades.csv").read_text().count("\n") == 6  # a header and 5 submissions
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert main([*args, "--resume"]) == 0  # nothing to redo
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
+
+
+LESSONS = sorted({p.name[:2] for p in (ROOT / "solutions").glob("*.ipynb")
+                  if bank.exercises(p.name[:2])})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_solutions_score_full_marks_and_student_notebooks_score_zero(lesson: str,
+                                                                    tmp_path: Path) -> None:
+    """The acceptance check of every lesson with exercises: `labkit grade` on both versions."""
+    [solution] = (ROOT / "solutions").glob(f"{lesson}_*.ipynb")
+    student = ROOT / "notebooks" / solution.name
+    solved = grade_submission(solution, seed=3, timeout=600)
+    assert solved.full_marks and not solved.errors, solved
+    unsolved = grade_submission(student, seed=3, timeout=600)
+    assert unsolved.execution["status"] == "ok", unsolved.execution
+    assert unsolved.total == 0 and not unsolved.errors
+    assert all(e.message.startswith("not attempted") for e in unsolved.exercises)
