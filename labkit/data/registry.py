@@ -6,10 +6,12 @@ check every file against them. Units and codings follow each dataset's official 
 
 from __future__ import annotations
 
-from labkit.data.schema import Feature, Schema, Task
+from labkit.data.schema import Feature, FeatureKind, Schema, Task
 
 YES_NO = {"0": "no", "1": "yes"}
-F, CAT, BIN = Feature, "categorical", "binary"
+F = Feature
+CAT: FeatureKind = "categorical"
+BIN: FeatureKind = "binary"
 
 
 def _symptom(name: str, description: str) -> Feature:
