@@ -1,0 +1,165 @@
+"""SFT data: (prompt, answer) pairs -> chat-templated token ids with an answer mask -> padded batches.
+
+The prompt is rendered exactly as the annotators render it (chat template with the generation
+prompt, no extra special tokens), so the LLM is trained on the very token ids it will read later.
+Batches group examples of similar length (less padding, so fewer wasted FLOPs) in a random order
+that depends only on (seed, epoch): a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+IGNORE = -100  # label of a token that carries no loss (prompt and padding), as in PyTorch's cross_entropy
+MEGABATCH = 50  # batches per length-sorted group: wide enough to cut padding, narrow enough to stay random
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example: its token ids; the first `prompt_len` of them are the prompt (no loss)."""
+
+    ids: tuple[int, ...]
+    prompt_len: int
+
+
+@dataclass(frozen=True)
+class EncodedSet:
+    """Encoded examples and how many had to be cut to the cutoff length."""
+
+    examples: list[Encoded]
+    truncated: int
+
+    @property
+    def tokens(self) -> int:
+        """All token ids, prompt and answer, padding excluded."""
+        return sum(len(e.ids) for e in self.examples)
+
+    def fingerprint(self) -> str:
+        """A hash of every token id and mask: tells a checkpoint whether it belongs to this data."""
+        digest = hashlib.sha256()
+        for e in self.examples:
+            digest.update(repr((e.prompt_len, e.ids)).encode())
+        return digest.hexdigest()[:16]
+
+
+def as_pair(example: Any, index: int) -> tuple[str, str]:
+    """(prompt, answer) from a 2-tuple or a mapping with 'prompt' and 'answer'; a clear error otherwise."""
+    if isinstance(example, Mapping) and "prompt" in example and "answer" in example:
+        pair = (example["prompt"], example["answer"])
+    elif isinstance(example, Sequence) and not isinstance(example, str) and len(example) == 2:
+        pair = (example[0], example[1])
+    else:
+        raise ValueError(f"example {index}: expected a (prompt, answer) pair or a mapping with keys "
+                         f"'prompt' and 'answer', got {type(example).__name__}: {str(example)[:80]!r}")
+    if not all(isinstance(x, str) for x in pair):
+        raise ValueError(f"example {index}: prompt and answer must be strings, got "
+                         f"({type(pair[0]).__name__}, {type(pair[1]).__name__})")
+    if not pair[0].strip():
+        raise ValueError(f"example {index}: the prompt is empty")
+    return pair
+
+
+def split_lengths(prompt_len: int, answer_len: int, cutoff: int) -> tuple[int, int]:
+    """How many prompt and answer tokens to keep so that together they fit in `cutoff` (LlamaFactory's rule).
+
+    A short answer is kept whole and the prompt is cut; a short prompt is kept whole and the answer
+    is cut; when both are long, the budget is shared in proportion to their lengths.
+    """
+    if answer_len * 2 < cutoff:
+        max_answer = cutoff
+    elif prompt_len * 2 < cutoff:
+        max_answer = cutoff - prompt_len
+    else:
+        max_answer = int(cutoff * answer_len / (prompt_len + answer_len))
+    answer_keep = min(max_answer, answer_len)
+    prompt_keep = min(max(cutoff - answer_keep, 0), prompt_len)
+    return prompt_keep, answer_keep
+
+
+def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | None = None) -> EncodedSet:
+    """Chat-template and tokenize (prompt, answer) pairs; the loss goes on the answer and its end tokens.
+
+    Prompt and answer are tokenized apart, as they are met at inference: the model reads the
+    prompt's ids, then generates the answer's. Examples longer than `cutoff` are cut (counted in
+    `truncated`), never dropped.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template "
+                         "(a Jinja string) or use the instruct/chat version of the model.")
+    if cutoff < 2:
+        raise ValueError(f"cutoff={cutoff}: it must leave room for at least one prompt and one answer token.")
+    if len(examples) == 0:
+        raise ValueError("no SFT examples: pass at least one (prompt, answer) pair.")
+    head = [{"role": "system", "content": system}] if system else []
+    prompts, answers = [], []
+    for i, example in enumerate(examples):
+        prompt, answer = as_pair(example, i)
+        user = head + [{"role": "user", "content": prompt}]
+        prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        full_text = tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": answer}], tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise ValueError(f"example {i}: the chat template renders the conversation with a different "
+                             "prompt than the generation prompt, so the answer cannot be told apart; "
+                             "use a template whose generation prompt is a prefix of the full conversation.")
+        prompts.append(prompt_text)
+        answers.append(full_text[len(prompt_text):])
+    # The template already holds the special tokens it wants (e.g. BOS): add none here.
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    encoded, truncated = [], 0
+    for p, a in zip(prompt_ids, answer_ids, strict=True):
+        p_keep, a_keep = split_lengths(len(p), len(a), cutoff)
+        truncated += (p_keep, a_keep) != (len(p), len(a))
+        encoded.append(Encoded(tuple(p[:p_keep]) + tuple(a[:a_keep]), p_keep))
+    return EncodedSet(encoded, truncated)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                           group_by_length: bool = True) -> list[list[int]]:
+    """One epoch of batches (lists of example indices), in an order set by (seed, epoch) alone.
+
+    With group_by_length, a random permutation is cut into megabatches of MEGABATCH batches, each
+    megabatch is sorted by length and cut into batches, and the batches are shuffled: neighbours in
+    a batch have similar lengths, yet every epoch's batches differ.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    span = batch_size * MEGABATCH
+    batches = []
+    for start in range(0, len(order), span):
+        group = sorted(order[start:start + span], key=lambda i: -lengths[i])
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example; labels are the ids on answer tokens, IGNORE elsewhere."""
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.ids)
+        ids[row, :n] = torch.tensor(e.ids)
+        labels[row, e.prompt_len:n] = ids[row, e.prompt_len:n]
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The pad id; tokenizers without one pad with EOS (padding carries no loss and, on the right, is
+    never attended to by a real token)."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an EOS token: "
+                     "set tokenizer.pad_token.")

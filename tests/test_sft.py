@@ -1,0 +1,228 @@
+"""labkit.train.sft on a tiny random Llama with a word-level ChatML tokenizer built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from labkit.train import SFTConfig, StepInfo, train_sft
+from labkit.train.data import IGNORE, collate, encode, length_grouped_batches, split_lengths
+from labkit.train.sft import AnswerLoss
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+WORDS = ("user assistant system is the patient sick healthy yes no answer glucose high low age old young "
+         "be brief 0 1 2 3 4 5 6 7 8 9 . ?").split()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>", additional_special_tokens=SPECIALS[2:])
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64, attn_implementation="sdpa",
+                         initializer_range=0.2)  # wide enough a head that LoRA can move the logits
+    return LlamaForCausalLM(config)
+
+
+def pairs(n: int = 24) -> list[tuple[str, str]]:
+    """Prompts of varied length; the answer follows from the prompt, so the loss can fall."""
+    out = []
+    for i in range(n):
+        sick = i % 2 == 0
+        prompt = f"the patient is {'old ' * (i % 5)}age {i % 10} glucose {'high' if sick else 'low'} sick ?"
+        out.append((prompt, "yes" if sick else "no"))
+    return out
+
+
+def config(tmp_path: Path | None = None, **changes: object) -> SFTConfig:
+    base = dict(output_dir=tmp_path, lora_r=4, lora_alpha=8, learning_rate=5e-3, batch_size=4,
+                max_steps=6, cutoff=32, seed=3, log_steps=2, progress=False)
+    return SFTConfig(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_loss_goes_on_the_answer_and_the_prompt_matches_the_annotators_rendering() -> None:
+    tok = tiny_tokenizer()
+    data = encode(tok, [("is the patient sick ?", "yes")], cutoff=64, system="be brief")
+    example = data.examples[0]
+    messages = [{"role": "system", "content": "be brief"},
+                {"role": "user", "content": "is the patient sick ?"}]
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert list(example.ids[:example.prompt_len]) == tok(prompt, add_special_tokens=False)["input_ids"]
+    batch = collate(data.examples, pad_id=0, device=torch.device("cpu"))
+    answer = batch["labels"][batch["labels"] != IGNORE]
+    assert answer.tolist() == tok.convert_tokens_to_ids(["yes", "<|im_end|>"])
+
+
+def test_long_examples_are_cut_to_the_cutoff_and_counted() -> None:
+    assert split_lengths(10, 3, 256) == (10, 3)
+    assert split_lengths(300, 10, 256) == (246, 10)  # short answer kept whole
+    assert split_lengths(20, 400, 256) == (20, 236)  # short prompt kept whole
+    assert split_lengths(300, 300, 256) == (128, 128)
+    data = encode(tiny_tokenizer(), [("old " * 40 + "sick ?", "yes"), ("sick ?", "no")], cutoff=16)
+    assert data.truncated == 1
+    assert [len(e.ids) for e in data.examples] == [16, 9]
+    assert data.examples[0].prompt_len == 14  # the two answer tokens ("yes", end of turn) are kept
+
+
+def test_bad_examples_name_the_example_and_the_fix() -> None:
+    with pytest.raises(ValueError, match="example 1: expected a \\(prompt, answer\\) pair"):
+        encode(tiny_tokenizer(), [("sick ?", "yes"), {"prompt": "sick ?"}], cutoff=16)
+    tok = tiny_tokenizer()
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        encode(tok, [("sick ?", "yes")], cutoff=16)
+
+
+def test_length_grouped_batches_cover_every_example_once_in_a_seeded_order() -> None:
+    lengths = [(i * 37) % 50 for i in range(103)]
+    epoch0 = length_grouped_batches(lengths, 4, seed=1, epoch=0)
+    assert sorted(i for b in epoch0 for i in b) == list(range(103))
+    assert epoch0 == length_grouped_batches(lengths, 4, seed=1, epoch=0)
+    assert epoch0 != length_grouped_batches(lengths, 4, seed=1, epoch=1)
+    grouped = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in epoch0)
+    plain = length_grouped_batches(lengths, 4, seed=1, epoch=0, group_by_length=False)
+    assert grouped < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain) / 4
+
+
+def test_the_answer_only_head_gives_the_loss_and_gradients_of_the_full_forward() -> None:
+    from labkit.adapters import attach_adapter
+
+    data = encode(tiny_tokenizer(), pairs(6), cutoff=32)
+    batch = collate(data.examples, pad_id=0, device=torch.device("cpu"))
+    assert (batch["attention_mask"] == 0).any()  # the batch holds padding
+    model, _ = attach_adapter(tiny_llama(), "lora", r=4, seed=0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would leave every lora_A gradient zero
+            torch.nn.init.normal_(p, std=0.1)
+    loss = AnswerLoss(model, batch, torch.device("cpu"))
+    assert loss.path == "answer-only head"
+    grads = []
+    for path in (loss._fast, loss._full):
+        model.zero_grad()
+        value = path(batch)
+        value.backward()
+        grads.append((value.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        scale = float(a.abs().max())
+        assert scale > 0 and torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+class ScaledLogitsLlama(LlamaForCausalLM):
+    """A model whose forward does more than decoder + head (as Gemma's logit soft-capping does)."""
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        out = super().forward(*args, **kwargs)
+        out.logits = out.logits * 2
+        return out
+
+
+def test_a_model_the_fast_loss_does_not_fit_gets_the_full_forward() -> None:
+    from labkit.adapters import attach_adapter
+
+    model = ScaledLogitsLlama(tiny_llama().config)
+    model, _ = attach_adapter(model, "lora", r=4, seed=0)
+    batch = collate(encode(tiny_tokenizer(), pairs(4), cutoff=32).examples, 0, torch.device("cpu"))
+    with pytest.warns(UserWarning, match="uses the full forward"):
+        loss = AnswerLoss(model, batch, torch.device("cpu"))
+    assert loss.path == "full forward"
+
+
+def test_training_lowers_the_loss_and_touches_only_the_adapter() -> None:
+    model = tiny_llama()
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = train_sft(model, tiny_tokenizer(), pairs(), config(max_steps=12, learning_rate=2e-2))
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    assert result.steps == 12 and [h["step"] for h in result.history] == list(range(2, 13, 2))
+    for name, p in result.model.named_parameters():
+        if "lora_" not in name:
+            short = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(p, base[short]), name
+    assert result.tokens_per_second > 0 and result.peak_memory_mib > 10
+    assert result.trainable.method == "lora" and result.loss_path == "answer-only head"
+
+
+def test_one_epoch_counts_every_token_once() -> None:
+    tok = tiny_tokenizer()
+    result = train_sft(tiny_llama(), tok, pairs(10), config(max_steps=None, epochs=1, batch_size=4))
+    assert result.steps == 3  # 10 examples in batches of 4
+    assert result.tokens == encode(tok, pairs(10), cutoff=32).tokens
+
+
+def test_same_seed_same_weights() -> None:
+    runs = [train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(lora_dropout=0.1)) for _ in range(2)]
+    a, b = (adapter_weights(r.model) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = adapter_weights(train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(seed=4)).model)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(k: int):  # noqa: ANN201
+    def callback(info: StepInfo) -> None:
+        if info.step == k:
+            raise Interrupt
+    return callback
+
+
+def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
+    # dropout and accumulation make the run depend on the restored random state and data position
+    settings = dict(lora_dropout=0.1, grad_accumulation=2, batch_size=3, max_steps=7, save_steps=2,
+                    scheduler="cosine", warmup_ratio=0.2)
+    full = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "a", **settings))
+
+    with pytest.raises(Interrupt):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "b", **settings),
+                  callbacks=[interrupt_after(5)])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    resumed = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "b", **settings),
+                        resume=True)
+
+    assert resumed.resumed_from == 4 and resumed.steps == 7
+    a, b = adapter_weights(full.model), adapter_weights(resumed.model)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
+    assert resumed.history == full.history
+    assert resumed.checkpoint == tmp_path / "b" / "checkpoint-7"
+
+
+def test_resuming_a_finished_run_trains_nothing_and_returns_its_weights(tmp_path: Path) -> None:
+    done = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path, max_steps=3))
+    again = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path, max_steps=3), resume=True)
+    assert again.resumed_from == 3 and again.tokens == 0
+    assert again.final_loss == done.final_loss and again.history == done.history
+    a, b = adapter_weights(done.model), adapter_weights(again.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path, max_steps=2))
+    with pytest.raises(ValueError, match="learning_rate: 0.005 -> 0.001"):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path, max_steps=2, learning_rate=1e-3),
+                  resume=True)
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="SFTConfig.batch_size=0"):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(batch_size=0))
