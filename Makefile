@@ -1,4 +1,4 @@
-# Two commands for everyone: `make run` (the SERVAL experiment; coming) and `make test`.
+# Two commands for everyone: `make run` (the SERVAL experiment) and `make test`.
 # Every target sets up .venv itself on first use: torch (CPU wheel, the pin in pyproject.toml) first,
 # then the kit with its extras.
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: test course lab build check-notebooks doctor clean
+.PHONY: run test course lab build doctor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	touch $(STAMP)
+
+run: $(STAMP)  ## the SERVAL loop on the five SERVAL tables and the neoplasm text task (resumes)
+	$(BIN)/labkit serval
 
 test: $(STAMP)  ## every test: package, datasets, notebooks (papermill + nbval), grading
 	$(BIN)/python -m pytest

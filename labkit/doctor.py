@@ -10,11 +10,9 @@ import os
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
 
 PACKAGES = ("labkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
             "bitsandbytes", "scikit-learn", "pandas", "numpy", "papermill")
-POCKET_LLM = Path(__file__).resolve().parents[1] / "data" / "models" / "pocket-llm"
 
 
 def _version(package: str) -> str:
@@ -29,6 +27,7 @@ def report(check_network: bool = True) -> dict[str, str]:
     import torch
 
     from labkit import hardware
+    from labkit.loader import POCKET_LLM
 
     dev = hardware.device()
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"

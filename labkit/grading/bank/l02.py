@@ -1,0 +1,134 @@
+"""Exercises of lesson 02 (vertical models: the supervised upper bound)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from labkit.grading.exercise import Case, Exercise, case, close
+
+
+def soft_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Reference: mean of -(t log p + (1 - t) log(1 - p)), p clipped to [1e-7, 1 - 1e-7]."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    t = np.asarray(targets, dtype=np.float64)
+    return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+
+
+def cv_auc(X: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0) -> dict[str, float]:
+    """Reference: mean and sample standard deviation of the held-out AUC of a logistic regression
+    over stratified k folds."""
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    aucs = []
+    for train, test in folds.split(X, y):
+        model = LogisticRegression(max_iter=1000).fit(X[train], y[train])
+        aucs.append(roc_auc_score(y[test], model.predict_proba(X[test])[:, 1]))
+    return {"mean": float(np.mean(aucs)), "std": float(np.std(aucs, ddof=1))}
+
+
+def percent_of_supervised(runs: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Reference: {dataset: {method: 100 * mean AUC of the method / mean AUC of "supervised"}}."""
+    means = runs.groupby(["dataset", "method"])["auc"].mean()
+    return {str(d): {str(m): float(100 * means[(d, m)] / means[(d, "supervised")])
+                     for m in means[d].index}
+            for d in means.index.get_level_values(0).unique()}
+
+
+# ----- hidden cases -----
+def _hidden_soft_ce(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(8):
+        n = int(rng.integers(1, 60))
+        probs = rng.random(n)
+        probs[rng.random(n) < 0.1] = rng.choice([0.0, 1.0])  # sure predictions: the clip matters
+        targets = rng.random(n) if rng.random() < 0.5 else rng.integers(0, 2, n).astype(float)
+        cases.append(case(probs, targets))
+    return cases
+
+
+def _dataset(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n, d = int(rng.integers(60, 200)), int(rng.integers(2, 6))
+    X = rng.normal(size=(n, d))
+    logit = X @ rng.normal(size=d) + rng.normal(0, 1.5, n)
+    return X, (logit > np.quantile(logit, rng.uniform(0.3, 0.7))).astype(int)
+
+
+def _hidden_cv_auc(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(4):
+        X, y = _dataset(rng)
+        cases.append(case(X, y, k=int(rng.integers(3, 7)), seed=int(rng.integers(0, 1000))))
+    return cases
+
+
+def _runs(rng: np.random.Generator, datasets: list[str], methods: list[str]) -> pd.DataFrame:
+    rows = []
+    for d in datasets:
+        for m in [*methods, "supervised"]:
+            for seed in range(int(rng.integers(1, 6))):
+                rows.append({"dataset": d, "method": m, "seed": seed,
+                             "auc": float(rng.uniform(0.5, 1.0))})
+    order = rng.permutation(len(rows))  # any row order
+    return pd.DataFrame([rows[i] for i in order])
+
+
+def _hidden_percent(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(5):
+        datasets = list(rng.choice(["heart", "pima", "hcv", "ilpd", "early_diabetes"],
+                                   size=int(rng.integers(1, 4)), replace=False))
+        methods = list(rng.choice(["naive", "early_stop", "confident", "co_teaching", "zero_shot"],
+                                  size=int(rng.integers(1, 4)), replace=False))
+        cases.append(case(_runs(rng, datasets, methods)))
+    return cases
+
+
+_EXAMPLE_RUNS = pd.DataFrame({
+    "dataset": ["pima"] * 4 + ["heart"] * 4,
+    "method": ["supervised", "supervised", "naive", "naive"] * 2,
+    "seed": [0, 1] * 4,
+    "auc": [0.80, 0.84, 0.70, 0.74, 0.93, 0.91, 0.90, 0.88],
+})
+
+EXERCISES = [
+    Exercise(
+        id="02.soft_ce",
+        function="soft_cross_entropy",
+        tier="warm-up",
+        points=1,
+        task="soft_cross_entropy(probs, targets) returns the mean binary cross-entropy of "
+             "predicted probabilities against soft targets in [0, 1], probabilities clipped to "
+             "[1e-7, 1 - 1e-7].",
+        reference=soft_cross_entropy,
+        examples=(case([0.9, 0.2, 0.6], [1.0, 0.0, 0.7]), case([1.0, 0.0], [0.5, 0.5])),
+        hidden=_hidden_soft_ce,
+    ),
+    Exercise(
+        id="02.cv_auc",
+        function="cv_auc",
+        tier="core",
+        points=2,
+        task="cv_auc(X, y, k, seed) returns {'mean', 'std'} (sample std) of the held-out AUC of "
+             "LogisticRegression(max_iter=1000) over StratifiedKFold(k, shuffle=True, "
+             "random_state=seed).",
+        reference=cv_auc,
+        examples=(case(*_dataset(np.random.default_rng(2)), k=5, seed=0),),
+        hidden=_hidden_cv_auc,
+        compare=close(rtol=1e-4, atol=1e-6),
+        time_limit_s=60,
+    ),
+    Exercise(
+        id="02.percent",
+        function="percent_of_supervised",
+        tier="stretch",
+        points=3,
+        task="percent_of_supervised(runs) returns {dataset: {method: 100 * mean AUC / mean AUC "
+             "of 'supervised'}} from a table with columns dataset, method, seed, auc.",
+        reference=percent_of_supervised,
+        examples=(case(_EXAMPLE_RUNS),),
+        hidden=_hidden_percent,
+    ),
+]

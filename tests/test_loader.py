@@ -1,0 +1,129 @@
+"""labkit.loader: the embedded pocket LLM, tiny random Llama/Qwen2 models, 8/4-bit on CPU,
+gradient checkpointing, and the offline error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from labkit import loader
+from labkit.loader import POCKET_LLM, OfflineModelError, load_model, load_tokenizer, summarize
+
+TINY = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+
+
+def _save_tiny(kind: str, folder: Path) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = (LlamaForCausalLM(LlamaConfig(**TINY)) if kind == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**TINY)))
+    model.save_pretrained(folder)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    return folder, _save_tiny("llama", folder)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_tiny_random_models_round_trip(kind: str, tmp_path: Path) -> None:
+    original = _save_tiny(kind, tmp_path)
+    model = load_model(tmp_path)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 10))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, original(ids).logits, atol=1e-5)
+    summary = summarize(model)
+    assert summary.parameters == sum(p.numel() for p in original.parameters())
+    assert summary.trainable == summary.parameters
+    assert summary.dtype == "float32"  # the CPU rule of labkit.hardware
+    assert summary.bytes >= 4 * summary.parameters
+    assert "parameters" in str(summary) and f"{summary.parameters:,}" in str(summary)
+
+
+def test_pocket_model_loads_and_answers() -> None:
+    model, tokenizer = load_model("pocket"), load_tokenizer()
+    summary = summarize(model)
+    assert model.config.model_type == "llama"
+    assert 1_000_000 < summary.parameters < 20_000_000
+    assert sum(f.stat().st_size for f in POCKET_LLM.iterdir()) < 50 * 2**20
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello!"}], add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=12)
+    reply = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert reply.strip(), "the pocket LLM should say something back"
+
+
+def test_dtype_and_attention_options(tiny_llama: tuple[Path, torch.nn.Module]) -> None:
+    folder, _ = tiny_llama
+    eager = load_model(folder, attn_implementation="eager", dtype="bfloat16")
+    assert eager.config._attn_implementation == "eager"
+    assert summarize(eager).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="attn_implementation"):
+        load_model(folder, attn_implementation="fast-please")
+    with pytest.raises(ValueError, match="dtype"):
+        load_model(folder, dtype="float99")
+
+
+def test_gradient_checkpointing_trains(tiny_llama: tuple[Path, torch.nn.Module]) -> None:
+    folder, _ = tiny_llama
+    model = load_model(folder, gradient_checkpointing=True)
+    assert model.is_activation_checkpointing and model.config.use_cache is False
+    model.train()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+def test_quantized_loading_on_cpu(bits: str, tiny_llama: tuple[Path, torch.nn.Module]) -> None:
+    import bitsandbytes as bnb
+
+    folder, original = tiny_llama
+    model = load_model(folder, quantization=bits)
+    layer_type = bnb.nn.Linear8bitLt if bits == "8bit" else bnb.nn.Linear4bit
+    assert isinstance(model.model.layers[0].mlp.up_proj, layer_type)
+    summary = summarize(model)
+    assert summary.quantization == bits
+    assert summary.parameters == sum(p.numel() for p in original.parameters())
+    assert summary.bytes < summarize(original).bytes
+    ids = torch.randint(0, TINY["vocab_size"], (1, 8))
+    with torch.no_grad():
+        quantized, full = model(ids).logits, original(ids).logits
+    assert quantized.dtype == torch.float32
+    # quantization error, not a different model
+    assert torch.corrcoef(torch.stack([quantized.flatten(), full.flatten()]))[0, 1] > 0.95
+
+
+def test_4bit_compute_dtype_follows_the_hardware_rule() -> None:
+    config = loader.quantization_config("4bit", torch.device("cpu"))
+    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert config.bnb_4bit_quant_type == "nf4"
+    with pytest.raises(ValueError, match="quantization"):
+        loader.quantization_config("3bit")  # type: ignore[arg-type]
+
+
+def test_hub_id_offline_fails_at_once_with_a_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    with pytest.raises(OfflineModelError) as error:
+        load_model("labkit-tests/no-such-model-7f3a")
+    assert time.time() - start < 5
+    message = str(error.value)
+    assert "offline" in message and str(POCKET_LLM) in message and "local folder" in message
+    with pytest.raises(OfflineModelError):
+        load_tokenizer("labkit-tests/no-such-model-7f3a")
+
+
+def test_missing_local_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nowhere" / "model")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(tmp_path)  # a folder, but not a model

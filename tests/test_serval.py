@@ -1,0 +1,114 @@
+"""The SERVAL loop's guarantees: gold labels are for evaluation only, and a killed run resumes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import tiny_chat_model  # tests/ is on sys.path (conftest.py)
+
+import labkit.data as data
+import labkit.serval as serval
+from labkit.data import Dataset
+
+CONFIG = serval.ServalConfig(
+    iterations=2, vertical="mlp", vertical_options={"epochs": 8}, method="confident",
+    max_train_rows=60, max_backtune_examples=24, epochs=1.0, batch_size=8, cutoff=256, learning_rate=1e-4,
+    save_steps=1, progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pima = data.load("pima")
+    texts = [data.to_text(r, pima.schema) for r in pima.features("train").head(40).to_dict("records")]
+    model, tokenizer = tiny_chat_model(texts=texts, task=pima.schema.task)
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _permuted(dataset: Dataset, seed: int) -> Dataset:
+    """The same rows and splits, with the gold labels shuffled within each split."""
+    shuffled = Dataset(dataset.schema, dataset.frame.copy(), dataset.seed)
+    rng = np.random.default_rng(seed)
+    for split in data.SPLITS:
+        rows = dataset._index[split]
+        shuffled.frame.loc[rows, data.LABEL] = rng.permutation(dataset.frame.loc[rows, data.LABEL].to_numpy())
+    shuffled._index = dataset._index
+    assert not shuffled.frame[data.LABEL].equals(dataset.frame[data.LABEL])
+    return shuffled
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _assert_same_training(a: Path, b: Path, iterations: int) -> None:
+    for it in range(1, iterations + 1):
+        wa, wb = _weights(a / f"iteration_{it}" / "llm"), _weights(b / f"iteration_{it}" / "llm")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        pa = np.load(a / f"iteration_{it}" / "test_predictions.npz")
+        pb = np.load(b / f"iteration_{it}" / "test_predictions.npz")
+        np.testing.assert_array_equal(pa["vertical"], pb["vertical"])
+        np.testing.assert_array_equal(pa["llm"], pb["llm"])
+
+
+def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Path) -> None:
+    pima = data.load("pima")
+    honest = serval.run(pima, llm, CONFIG, tmp_path / "honest", log=lambda _: None)
+    permuted = serval.run(_permuted(pima, 1), llm, CONFIG, tmp_path / "permuted", log=lambda _: None)
+    _assert_same_training(tmp_path / "honest" / "pima", tmp_path / "permuted" / "pima", CONFIG.iterations)
+    # ... while the evaluation, which reads the gold labels, does see the difference
+    assert honest.iterations[0].llm_auc != permuted.iterations[0].llm_auc
+    assert len(honest.iterations) == 2 and honest.iterations[0].backtune_examples > 0
+
+
+def test_a_run_killed_during_back_tuning_resumes_and_ends_the_same(
+        llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = replace(CONFIG, iterations=1)
+    reference = serval.run("pima", llm, config, tmp_path / "reference", log=lambda _: None)
+
+    real_train_sft = serval.train_sft
+
+    def killed_after_two_steps(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def kill(info) -> None:  # type: ignore[no-untyped-def]
+            if info.step == 2:
+                raise KeyboardInterrupt("killed during back-tuning")
+        return real_train_sft(*args, callbacks=[kill], **kwargs)
+
+    monkeypatch.setattr(serval, "train_sft", killed_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        serval.run("pima", llm, config, tmp_path / "resumed", log=lambda _: None)
+    assert (tmp_path / "resumed" / "pima" / "sft_1").is_dir()  # its checkpoints survived
+    monkeypatch.setattr(serval, "train_sft", real_train_sft)
+    resumed = serval.run("pima", llm, config, tmp_path / "resumed", log=lambda _: None)
+    _assert_same_training(tmp_path / "reference" / "pima", tmp_path / "resumed" / "pima", 1)
+    assert resumed.row == reference.row
+
+
+def test_a_finished_run_is_read_back_not_redone(llm: Path, tmp_path: Path) -> None:
+    config = replace(CONFIG, iterations=1)
+    first = serval.run("pima", llm, config, tmp_path, log=lambda _: None)
+    lines: list[str] = []
+    again = serval.run("pima", llm, config, tmp_path, log=lines.append)
+    assert any("already done" in line for line in lines)
+    assert again.row == first.row
+    table = serval.results_table([first])
+    assert list(table.columns) == ["LLM zero-shot", "LLM after SERVAL", "vertical (SERVAL)",
+                                   "vertical (supervised)", "% of supervised AUC"]
+    assert table.loc["pima", "% of supervised AUC"] == pytest.approx(
+        100 * first.iterations[-1].vertical_auc / first.supervised_auc, abs=0.1)
+
+
+def test_ablations() -> None:
+    base = serval.ServalConfig()
+    assert base.ablation("no_confidence_filter").threshold == 0.5
+    assert base.ablation("hard_labels").hard_labels and base.ablation("one_iteration").iterations == 1
+    with pytest.raises(ValueError, match="unknown ablation"):
+        base.ablation("nope")
