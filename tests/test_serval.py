@@ -26,7 +26,7 @@ CONFIG = serval.ServalConfig(
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pima = data.load("pima")
     texts = [data.to_text(r, pima.schema) for r in pima.features("train").head(40).to_dict("records")]
-    model, tokenizer = tiny_chat_model(texts=texts, task=pima.schema.task)
+    model, tokenizer = tiny_chat_model(texts=texts, task=pima.schema.task, yes_no_weight=100)
     folder = tmp_path_factory.mktemp("tiny-llm")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

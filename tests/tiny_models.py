@@ -22,8 +22,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_chat_model(seed: int = 0, texts: Sequence[str] = TEXTS, task: Task = TASK
-                    ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def tiny_chat_model(seed: int = 0, texts: Sequence[str] = TEXTS, task: Task = TASK,
+                    yes_no_weight: int = 1) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A random 1-layer Llama and a byte-level BPE tokenizer with a chat template.
 
     The output layer is rigged so that "Yes" and "No" are by far the likeliest next tokens, one
@@ -31,7 +31,8 @@ def tiny_chat_model(seed: int = 0, texts: Sequence[str] = TEXTS, task: Task = TA
     sides of P(Yes) = 1/2): hard answers and P(Yes) then mean something.
     """
     corpus = [yes_no_prompt(t, task) for t in texts] + [probability_prompt(texts[0], task)]
-    corpus += ["Yes", "No"] * 100 + ["0.72", "0.15", "70%"]  # so that Yes and No are single tokens
+    # yes_no_weight > 1 keeps Yes and No single tokens when `texts` are many and long
+    corpus += ["Yes", "No"] * yes_no_weight + ["0.72", "0.15", "70%"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
