@@ -282,3 +282,35 @@ def binary_report(
         "ece": ece(labels, probs, n_bins, "width"),
         "ece_mass": ece(labels, probs, n_bins, "mass"),
     }
+
+
+def _ranks_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the ranks (ties get their mean rank).
+    NaN when either side is constant: a constant answer has no order to follow."""
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def agreement(p: object, q: object, threshold: float = 0.5) -> dict[str, float]:
+    """How closely two probability readings of the same records agree (no gold labels involved).
+
+    Written for the seminar's question "does the verbalized probability follow the model's token
+    distribution?", but any two readings work (hard answers as 0/1 too). Returns
+    n (rows), rank_correlation (Spearman: do they order the records alike? NaN when one side is
+    constant), same_decision (share of rows on the same side of `threshold`, each deciding 1 at
+    p >= threshold) and mean_abs_diff (mean |p - q|: do they state the same numbers?).
+    Missing values (NaN) are refused, as by every metric here.
+    """
+    a, b = _probabilities(p), _probabilities(q)
+    if a.shape != b.shape:
+        raise ValueError(f"agreement: p has {a.size} rows but q has {b.size}; pass the same records")
+    if a.size == 0:
+        raise ValueError("agreement: needs at least one row")
+    return {
+        "n": int(a.size),
+        "rank_correlation": _ranks_correlation(a, b),
+        "same_decision": float(np.mean((a >= threshold) == (b >= threshold))),
+        "mean_abs_diff": float(np.mean(np.abs(a - b))),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -64,5 +66,72 @@ def missing_values(names: tuple[str, ...]) -> Figure:
     ax.set_xlabel("share of rows missing")
     ax.set_title("Missing values (after each dataset's missing-value rules)")
     ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# The two gold classes in every plot of this module: label 0 blue, label 1 red.
+CLASS_COLORS = ((0, "#9bb7d4"), (1, "#d1605e"))
+
+
+def _missing_note(n_missing: int) -> str:
+    return f", {n_missing} missing" if n_missing else ""
+
+
+def probability_histograms(readings: Mapping[str, object], labels: object, bins: int = 20) -> Figure:
+    """One panel per reading (e.g. "hard", "verbalized", "token"): the histogram of its probabilities
+    on [0, 1], stacked by gold label. Missing values (NaN) are left out and counted in the title.
+
+    A well-separating reading puts the red bars right and the blue bars left; a coarse one (a few
+    verbalized numbers) shows a few tall bars.
+    """
+    y = np.asarray(labels, dtype=int).ravel()
+    fig, axes = plt.subplots(1, len(readings), figsize=(3.2 * len(readings), 2.8), squeeze=False,
+                             sharey=True)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for ax, (name, values) in zip(axes.flat, readings.items(), strict=True):
+        p = np.asarray(values, dtype=float).ravel()
+        if p.shape != y.shape:
+            raise ValueError(f"{name}: {p.size} values for {y.size} labels")
+        keep = ~np.isnan(p)
+        ax.hist([p[keep & (y == c)] for c, _ in CLASS_COLORS], bins=edges, stacked=True,
+                color=[color for _, color in CLASS_COLORS], label=[f"label {c}" for c, _ in CLASS_COLORS])
+        ax.set_title(f"{name} (n {int(keep.sum())}{_missing_note(int((~keep).sum()))})", fontsize=9)
+        ax.set_xlabel("P(label 1)")
+    axes.flat[0].set_ylabel("records")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def probability_scatter(x: object, y: object, labels: object, x_label: str, y_label: str,
+                        jitter: float = 0.0, seed: int = 0) -> Figure:
+    """Two readings of the same records against each other, one dot per record, coloured by gold
+    label, with the diagonal (the two agree) and the 0.5 lines (the two decide alike).
+
+    jitter: a small uniform shift in both directions (drawn from `seed`, so the picture is the same
+    on every run) that spreads dots stacked on the few values a verbalized answer takes.
+    Records where either reading is missing are left out and counted in the title.
+    """
+    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    gold = np.asarray(labels, dtype=int).ravel()
+    if not a.shape == b.shape == gold.shape:
+        raise ValueError(f"x, y and labels must have one value per record: {a.size}, {b.size}, {gold.size}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    shift = np.random.default_rng(seed).uniform(-jitter, jitter, size=(2, a.size))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="the two agree")
+    ax.axhline(0.5, c="grey", lw=0.5)
+    ax.axvline(0.5, c="grey", lw=0.5)
+    for c, color in CLASS_COLORS:
+        rows = keep & (gold == c)
+        ax.scatter(a[rows] + shift[0, rows], b[rows] + shift[1, rows], s=14, alpha=0.6, c=color,
+                   label=f"label {c}")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(f"{int(keep.sum())} records{_missing_note(int((~keep).sum()))}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

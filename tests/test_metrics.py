@@ -136,3 +136,27 @@ def test_reliability_plot_draws_the_diagonal_once_and_one_curve_per_model() -> N
     x, _ = ax.get_lines()[1].get_data()
     table = metrics.reliability(y, p)
     np.testing.assert_allclose(x, table.loc[table["count"] > 0, "confidence"])
+
+
+def test_agreement_of_two_readings_by_hand() -> None:
+    p = [0.9, 0.2, 0.6, 0.4]
+    q = [0.7, 0.1, 0.4, 0.45]
+    # ranks p: 4 1 3 2, ranks q: 4 1 2 3 -> d^2 = 0 + 0 + 1 + 1 = 2 -> 1 - 6 * 2 / (4 * 15) = 0.8
+    # decisions at 0.5: p 1 0 1 0, q 1 0 0 0 -> 3 of 4 agree
+    # |p - q| = 0.2, 0.1, 0.2, 0.05 -> mean 0.1375
+    assert metrics.agreement(p, q) == pytest.approx(
+        {"n": 4, "rank_correlation": 0.8, "same_decision": 0.75, "mean_abs_diff": 0.1375})
+
+
+def test_agreement_averages_tied_ranks_and_refuses_missing_values() -> None:
+    from scipy.stats import spearmanr
+
+    hard, soft = [1.0, 0.0, 1.0, 0.0, 1.0], [0.8, 0.3, 0.4, 0.1, 0.55]
+    expected = spearmanr(hard, soft).statistic  # ties of the 0/1 answers get their mean rank
+    assert metrics.agreement(hard, soft)["rank_correlation"] == pytest.approx(expected)
+    assert metrics.agreement(hard, soft, threshold=0.5)["same_decision"] == 0.8  # 0.4 says 0, hard 1
+    assert np.isnan(metrics.agreement([0.7, 0.7, 0.7], [0.1, 0.5, 0.9])["rank_correlation"])
+    with pytest.raises(MissingPredictionError, match="1 of 2 predictions are missing"):
+        metrics.agreement([0.2, 0.4], [0.3, np.nan])
+    with pytest.raises(ValueError, match="p has 2 rows but q has 3"):
+        metrics.agreement([0.2, 0.4], [0.3, 0.1, 0.5])
