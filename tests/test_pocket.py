@@ -289,11 +289,7 @@ def test_command_line_fast_mode_does_not_touch_the_shipped_model() -> None:
     assert pt.parse_args([]).out == POCKET_LLM
 
 
-@pytest.mark.parametrize("task", [
-    pytest.param("pima", marks=pytest.mark.xfail(
-        strict=True, reason="the 04:39 build follows the Pima rule with r = 0.40 only (issue 4 open)")),
-    "heart",
-])
+@pytest.mark.parametrize("task", ["pima", "hcv", "heart"])
 def test_shipped_model_follows_its_rules(task: str) -> None:
     """The shipped model's P(Yes) tracks the textbook rule on synthetic patients it never saw."""
     from labkit.annotate import LocalAnnotator

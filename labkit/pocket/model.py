@@ -14,14 +14,15 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 @dataclass(frozen=True)
 class Shape:
-    """Width and depth: 4 layers of width 128 (about 1.3 million parameters with a 4,096-token
-    vocabulary). Small enough for ~3,000 training steps in 20 minutes on 2 cores: the number of
-    steps, not the width, decides how well it learns the rules."""
+    """Width and depth: 4 layers of width 192 (about 2.6 million parameters with a 4,096-token
+    vocabulary). Width 128 (1.3 M) learned the tables of words but never learned to read the
+    laboratory tables' numbers (Pima, ILPD, HCV) in 4,000 steps; 192 learned them by step ~2,000
+    and runs the 4,353 steps of the full corpus (2,560 tokens each) in ~33 minutes on 2 cores."""
 
-    hidden_size: int = 128
+    hidden_size: int = 192
     layers: int = 4
-    heads: int = 4
-    intermediate_size: int = 336
+    heads: int = 6
+    intermediate_size: int = 512
     max_positions: int = 1024
 
     def as_dict(self) -> dict[str, int]:
