@@ -50,10 +50,12 @@ def backtune_examples(
         raise ValueError("probs contains NaN or infinity: the vertical model must score every row")
     selection = select_confident(probs, threshold, balance=balance, min_per_class=min_per_class)
     examples = []
-    for row in selection.indices:
+    # a row's class is its side of 0.5, unless the selection's rank fallback made it stand for
+    # the class no row leaned to (then its probability answer stays the model's own number)
+    for row, label in zip(selection.indices, selection.labels, strict=True):
         p, text = float(probs[row]), texts[row]
         if answers in ("probability", "both"):
             examples.append({"prompt": probability_prompt(text, task), "answer": probability_answer(p)})
         if answers in ("yes_no", "both"):
-            examples.append({"prompt": yes_no_prompt(text, task), "answer": yes_no_answer(p >= 0.5)})
+            examples.append({"prompt": yes_no_prompt(text, task), "answer": yes_no_answer(label == 1)})
     return examples, selection

@@ -50,3 +50,13 @@ def test_bad_input_is_refused() -> None:
         backtune_examples(_texts(2), np.array([0.1, np.nan]), TASK)
     with pytest.raises(ValueError, match="answers must be one of"):
         backtune_examples(_texts(2), np.array([0.1, 0.9]), TASK, answers="maybe")  # type: ignore[arg-type]
+
+
+def test_a_shy_vertical_model_still_teaches_yes() -> None:
+    """No probability reaches 0.5: the rows ranked highest are taught "Yes" (rank fallback)."""
+    probs = np.linspace(0.01, 0.4, 30)
+    texts = _texts(30)
+    examples, selection = backtune_examples(texts, probs, TASK, answers="yes_no", min_per_class=3)
+    yes = {e["prompt"] for e in examples if parse_yes_no(e["answer"]).value == 1}
+    assert yes == {yes_no_prompt(texts[i], TASK) for i in (27, 28, 29)}
+    assert selection.fallback

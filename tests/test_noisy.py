@@ -124,8 +124,19 @@ def test_confident_selection_thresholds_and_balances() -> None:
     fallback = select_confident(p, 0.9, min_per_class=3)
     assert fallback.fallback and fallback.counts == {0: 3, 1: 3}
     assert 5 in fallback.indices  # 0.4: the next most confident negative, below the threshold
-    with pytest.raises(ValueError, match="both classes"):
+    with pytest.raises(ValueError, match="no row leans to class 0.*tell the rows apart"):
         select_confident(np.full(5, 0.95))
+
+
+def test_a_shy_annotator_falls_back_to_its_ranking() -> None:
+    """Every P(Yes) below 0.5 (a rare class), yet well ranked: the highest stand for class 1."""
+    p = np.array([0.02, 0.45, 0.01, 0.30, 0.03, 0.40, 0.04, 0.05])
+    sel = select_confident(p, 0.9, min_per_class=2)
+    assert sel.fallback and sel.counts == {0: 2, 1: 2}
+    np.testing.assert_array_equal(sel.indices, [0, 1, 2, 5])
+    np.testing.assert_array_equal(sel.labels, [0, 1, 0, 1])
+    np.testing.assert_array_equal(sel.targets(p), [0.02, 1.0, 0.01, 1.0])
+    assert any("ranked closest" in note for note in sel.notes)
 
 
 def test_prior_balance_keeps_the_estimated_prevalence() -> None:

@@ -75,17 +75,19 @@ def stopping_set(X: Features, targets: np.ndarray, validation: Validation | None
         X_val, t_val = validation
         t_val = check_targets(t_val, len(X_val), "validation")
         sel = select_confident(t_val, threshold)
-        return StopSet(np.arange(len(targets)), take(X_val, sel.indices), t_val[sel.indices],
+        return StopSet(np.arange(len(targets)), take(X_val, sel.indices), sel.targets(t_val),
                        "validation", sel)
     sel = select_confident(targets, threshold)
     rng = np.random.default_rng(seed)
-    held = []
+    held = []  # positions in sel.indices
     for c in (0, 1):
-        rows = sel.indices[(targets[sel.indices] >= 0.5) == c]
-        held.append(rng.permutation(rows)[: max(2, int(round(fraction * len(rows))))])
-    stop_rows = np.sort(np.concatenate(held))
+        positions = np.flatnonzero(sel.labels == c)
+        held.append(rng.permutation(positions)[: max(2, int(round(fraction * len(positions))))])
+    kept = np.sort(np.concatenate(held))
+    stop_rows = sel.indices[kept]
     train_rows = np.setdiff1d(np.arange(len(targets)), stop_rows)
-    return StopSet(train_rows, take(X, stop_rows), targets[stop_rows], "train", sel, stop_rows)
+    return StopSet(train_rows, take(X, stop_rows), sel.targets(targets)[kept], "train", sel,
+                   stop_rows)
 
 
 def require_torch(model: VerticalModel, method: str) -> TorchModel:
@@ -119,7 +121,7 @@ def confident(factory: ModelFactory, X: Features, targets: np.ndarray, *,
     stop = stopping_set(X, targets, validation, seed=seed, threshold=threshold)
     X_train, t_train = take(X, stop.train_rows), targets[stop.train_rows]
     sel = select_confident(t_train, threshold)
-    model = factory(seed).fit(take(X_train, sel.indices), t_train[sel.indices],
+    model = factory(seed).fit(take(X_train, sel.indices), sel.targets(t_train),
                               validation=stop.validation)
     model.info.update(stop.summary(), selection=sel.summary())
     return model

@@ -19,9 +19,11 @@ Balance = Literal["equal", "prior", "none"]
 class Selection:
     """Rows selected as confident, and how they were chosen.
 
-    indices: the selected rows (sorted). available: confident rows per class before balancing.
-    counts: selected rows per class. fallback: True when a class had fewer than `min_per_class`
-    confident rows, so its most confident rows were taken regardless of the threshold.
+    indices: the selected rows (sorted). labels: the class each selected row stands for (its
+    target's side of 0.5, except after a rank fallback). available: confident rows per class
+    before balancing. counts: selected rows per class. fallback: True when a class had fewer than
+    `min_per_class` confident rows, so its most confident rows were taken regardless of the
+    threshold; when no row at all leaned to a class, the rows ranked closest to it stand for it.
     """
 
     indices: np.ndarray
@@ -30,10 +32,17 @@ class Selection:
     available: dict[int, int]
     fallback: bool = False
     notes: list[str] = field(default_factory=list)
+    labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
     def summary(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "selected": self.counts,
                 "confident": self.available, "fallback": self.fallback, "notes": self.notes}
+
+    def targets(self, targets: np.ndarray) -> np.ndarray:
+        """The targets of the selected rows; a row that stands for the class its target does not
+        lean to (rank fallback) gets that class as a hard 0/1 target."""
+        t = np.asarray(targets, dtype=np.float64)[self.indices]
+        return np.where((t >= 0.5) == (self.labels == 1), t, self.labels.astype(np.float64))
 
 
 def confidence(targets: np.ndarray) -> np.ndarray:
@@ -56,23 +65,46 @@ def select_confident(targets: np.ndarray, threshold: float = 0.9, *, balance: Ba
     conf, label = confidence(p), (p >= 0.5).astype(int)
     by_class = {c: np.flatnonzero(label == c) for c in (0, 1)}
     empty = [c for c, rows in by_class.items() if len(rows) == 0]
-    if empty:
-        raise ValueError(f"no row leans to class {empty[0]} (all targets on one side of 0.5); "
-                         "confidence selection needs both classes")
+    if empty and np.ptp(p) == 0:
+        raise ValueError(f"no row leans to class {empty[0]} (all targets are {p[0]:.3g}); "
+                         "confidence selection needs targets that tell the rows apart")
     # Most confident first; the row index breaks ties so the order is deterministic.
     ranked = {c: rows[np.lexsort((rows, -conf[rows]))] for c, rows in by_class.items()}
     available = {c: int((conf[rows] >= threshold).sum()) for c, rows in ranked.items()}
-    take = _balanced_counts(available, p.mean(), balance)
     selection = Selection(np.array([], dtype=int), threshold, {}, available)
+    if empty:
+        ranked = _rank_fallback(p, empty[0], min_per_class, selection)
+    take = _balanced_counts(available, p.mean(), balance)
     for c in (0, 1):
         if take[c] < min_per_class:
             take[c] = min(min_per_class, len(ranked[c]))
             selection.fallback = True
             selection.notes.append(f"class {c}: {available[c]} row(s) at confidence >= "
                                    f"{threshold}; took the {take[c]} most confident instead")
-    selection.indices = np.sort(np.concatenate([ranked[c][: take[c]] for c in (0, 1)]))
+    chosen = {c: ranked[c][: take[c]] for c in (0, 1)}
+    rows = np.concatenate([chosen[0], chosen[1]])
+    order = np.argsort(rows)
+    selection.indices = rows[order]
+    selection.labels = np.repeat([0, 1], [len(chosen[0]), len(chosen[1])])[order]
     selection.counts = {c: int(take[c]) for c in (0, 1)}
     return selection
+
+
+def _rank_fallback(p: np.ndarray, empty: int, n: int, selection: Selection
+                   ) -> dict[int, np.ndarray]:
+    """When no target leans to class `empty` (a shy annotator on a rare class: every P(Yes) below
+    0.5, yet well ranked), the n rows ranked closest to it stand for it; the other class keeps
+    its rows, most confident first. Returns the ranked rows per class."""
+    rows = np.arange(len(p))
+    toward = p if empty == 1 else 1 - p
+    order = rows[np.lexsort((rows, -toward))]  # closest to the empty class first
+    stand_in, rest = order[:n], order[n:][::-1]  # the rest: most confident in the other class first
+    selection.fallback = True
+    selection.notes.append(
+        f"class {empty}: no row leans to it (every target on the other side of 0.5); the {n} "
+        f"rows ranked closest to it stand for it (targets {toward[stand_in].min():.3f}-"
+        f"{toward[stand_in].max():.3f} towards it)")
+    return {empty: stand_in, 1 - empty: rest}
 
 
 def _balanced_counts(available: dict[int, int], prevalence: float, balance: Balance
