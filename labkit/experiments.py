@@ -256,7 +256,8 @@ def compare_noisy_methods(dataset_name: str, llm: np.ndarray,
     `summarize`, not as a missing row.
     results: a JSON-lines file; finished runs are appended as they end and skipped when found
     there with the same `config` (a hash of the LLM's answers, the model and every option), so an
-    interrupted comparison resumes, and new answers or options are never mixed with old runs.
+    interrupted comparison resumes, and new answers or options are never mixed with old runs;
+    refused runs are tried again.
     """
     name = model_name or default_model(load(dataset_name))
     config = run_config(llm, name, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
@@ -303,6 +304,8 @@ def _read_results(path: Path | None) -> dict[tuple[str, str, int, str], dict[str
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             row = json.loads(line)
+            if "error" in row:  # a refused run is tried again: the method may have changed since
+                continue
             done[(row["dataset"], row["method"], int(row["seed"]), row["config"])] = row
         except (json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"{path}, line {number}: not a result row ({err}); delete the line "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,11 +127,16 @@ def test_compare_resumes_from_its_results_file(tmp_path, monkeypatch) -> None:
         compare_noisy_methods("heart", llm, (ZERO_SHOT,), **options)
 
 
-def test_a_method_that_refuses_the_labels_is_reported_not_dropped() -> None:
+def test_a_method_that_refuses_the_labels_is_reported_not_dropped(tmp_path: Path) -> None:
     always_yes = np.full(len(load("pima").frame), 0.7)  # no answer leans to "no"
+    options = {"seeds": (0,), "model_name": "logistic", "progress": False,
+               "results": tmp_path / "runs.jsonl"}
     with pytest.warns(UserWarning, match="pima, early_stop, seed 0: no row leans to class 0"):
-        runs = compare_noisy_methods("pima", always_yes, (ZERO_SHOT, "early_stop"), seeds=(0,),
-                                     model_name="logistic", progress=False)
+        runs = compare_noisy_methods("pima", always_yes, (ZERO_SHOT, "early_stop"), **options)
     refused = runs.set_index("method").loc["early_stop"]
     assert np.isnan(refused["auc"]) and "no row leans to class 0" in refused["error"]
     assert summarize(runs, ["method"])["failed"].tolist() == [0, 1]
+    # the finished run is reused, the refused one is tried again (the method may have changed)
+    with pytest.warns(UserWarning, match="pima, early_stop, seed 0"):
+        compare_noisy_methods("pima", always_yes, (ZERO_SHOT, "early_stop"), **options)
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
