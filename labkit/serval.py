@@ -182,10 +182,8 @@ def annotate(annotator: LocalAnnotator, texts: list[str], dataset: Dataset) -> t
     return values, int(np.isnan(values).sum())
 
 
-def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
-                 validation: tuple[pd.DataFrame, np.ndarray], config: ServalConfig,
-                 method: str | None = None) -> VerticalModel:
-    """Train the vertical model on (noisy) targets; rows without a target are left out."""
+def vertical_factory(dataset: Dataset, config: ServalConfig) -> Callable[[int], VerticalModel]:
+    """seed -> a new, unfitted vertical model of the configured kind (quiet: the loop reports)."""
     name = config.vertical or default_vertical(dataset)
     quiet = {"progress": False} if issubclass(MODELS[name], TorchModel) else {}
     options = {**quiet, **config.vertical_options}
@@ -193,10 +191,16 @@ def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
     def factory(seed: int) -> VerticalModel:
         return make_model(name, dataset.schema, seed=seed, **options)
 
+    return factory
+
+
+def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
+                 validation: tuple[pd.DataFrame, np.ndarray], config: ServalConfig) -> VerticalModel:
+    """Train the vertical model on (noisy) targets; rows without a target are left out."""
     known, val_known = ~np.isnan(targets), ~np.isnan(validation[1])
     X_val, y_val = validation
-    method = method or config.method or default_method(dataset)
-    return fit_noisy(method, factory, X[known].reset_index(drop=True), targets[known],
+    return fit_noisy(config.method or default_method(dataset), vertical_factory(dataset, config),
+                     X[known].reset_index(drop=True), targets[known],
                      validation=(X_val[val_known].reset_index(drop=True), y_val[val_known]), seed=config.seed)
 
 
@@ -223,12 +227,13 @@ def _evaluate(dataset: Dataset, p_test: np.ndarray) -> tuple[float, float]:
 
 
 def supervised_reference(dataset: Dataset, config: ServalConfig) -> tuple[float, float]:
-    """The same vertical model trained on gold labels: the upper bound the table compares with."""
+    """The same vertical model trained on gold labels, stopping early on the gold validation
+    labels: the upper bound the table compares with (trained as well as labels allow)."""
     rows = _train_rows(dataset, config)
     X = dataset.features("train").iloc[rows].reset_index(drop=True)
     y = dataset.labels("train")[rows].astype(float)
-    model = fit_vertical(dataset, X, y, (dataset.features("val"), dataset.labels("val").astype(float)),
-                         config, method="naive")
+    model = vertical_factory(dataset, config)(config.seed)
+    model.fit(X, y, validation=(dataset.features("val"), dataset.labels("val").astype(float)))
     return _evaluate(dataset, model.predict_proba(dataset.features("test")))
 
 
