@@ -65,10 +65,10 @@ class ServalConfig:
     vertical: str | None = None
     vertical_options: dict[str, Any] = field(default_factory=dict)
     method: str | None = None
-    # Back-tuning asks for a vertical probability of at least 0.8 (or at most 0.2): at 0.9 a vertical
-    # model distilled from soft labels had ~10 confident rows per class; gently (1 epoch at 5e-4),
-    # since the LLM starts close to the vertical model and 2 epochs at 1e-3 on 400 rows cost Pima
-    # 0.04 AUC in our runs (docs/fine_tuning.md).
+    # Back-tuning asks for a vertical probability of at least 0.8 (or at most 0.2): at 0.9 the
+    # vertical model (DivideMix on soft labels) had fewer than 10 confident rows per class. Gently
+    # (1 epoch at 5e-4), since the LLM starts close to the vertical model and 2 epochs at 1e-3 on
+    # 400 rows cost Pima 0.04 AUC in our runs (docs/fine_tuning.md).
     threshold: float = 0.8
     balance: str = "equal"
     answers: Answers = "both"
