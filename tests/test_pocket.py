@@ -26,7 +26,7 @@ from labkit.pocket.corpus import (
     shingles,
 )
 from labkit.pocket.knowledge import citations, evaluate, knowledge_tasks, load_knowledge
-from labkit.pocket.model import Shape
+from labkit.pocket.model import PACKED, Shape, attention, build_model, model_config
 from labkit.pocket.patients import sample_patients, spec_missing
 from labkit.pocket.tokenizer import CHAT_TEMPLATE, render_chat, train_tokenizer
 
@@ -234,6 +234,39 @@ def test_packing_keeps_every_token(small_corpus, tokenizer) -> None:  # noqa: AN
 
 
 # --- pre-training --------------------------------------------------------------------------------
+
+def test_packed_attention_equals_the_packed_mask(small_corpus, tokenizer) -> None:  # noqa: ANN001
+    """The training kernel gives the loss and gradients of transformers' own block-diagonal mask
+    (sdpa reads restarting position ids as packed examples), and keeps examples apart."""
+    rows = pack(encode(small_corpus, tokenizer), 256, tokenizer.pad_token_id,
+                np.random.default_rng(0))
+    batch = pt.batch_at(rows, 0, 3)
+    assert (batch["position_ids"] == 0).sum() > 3  # several examples per row
+    config = model_config(Shape(hidden_size=32, layers=2, heads=2, intermediate_size=64),
+                          len(tokenizer), 0, tokenizer.pad_token_id)
+    losses, grads = [], []
+    for implementation in ("sdpa", PACKED):
+        model = build_model(config, seed=0)
+        with attention(model, implementation):
+            loss, _ = pt.weighted_loss(model, batch, isolate_examples=True)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad for p in model.parameters()])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads, strict=True))
+    assert model.config._attn_implementation == "sdpa"  # the block restored the implementation
+    # a change to one example leaves the next example's output alone
+    ids, positions = batch["input_ids"][:1], batch["position_ids"][:1]
+    second = int((positions[0] == 0).nonzero()[1])
+    changed = ids.clone()
+    changed[0, : second - 1] = (changed[0, : second - 1] + 1) % len(tokenizer)
+    with attention(model, PACKED), torch.no_grad():
+        before, after = (model.model(input_ids=x, position_ids=positions).last_hidden_state
+                         for x in (ids, changed))
+    assert torch.allclose(before[0, second:], after[0, second:], atol=1e-6)
+    assert not torch.allclose(before[0, : second - 1], after[0, : second - 1])
+
+
 
 def _tiny(tmp_path: Path, name: str, **changes: object) -> pt.PretrainConfig:
     config = pt.PretrainConfig(

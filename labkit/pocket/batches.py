@@ -7,8 +7,9 @@ answer token has a soft target: the rule's probability of Yes, not the one sampl
 text, so each record teaches the full uncertainty instead of a coin flip.
 
 Packing puts several examples in one row of `seq_len` tokens (best fit, longest first, within
-chunks of the shuffled corpus). Position ids restart at 0 for each example; transformers reads
-that as packed sequences and masks attention between them, so an example never sees another.
+chunks of the shuffled corpus). Position ids restart at 0 for each example; the packed attention
+(`labkit.pocket.model.packed_attention`) reads them as example boundaries, so an example never sees
+another.
 """
 
 from __future__ import annotations

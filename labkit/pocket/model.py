@@ -6,10 +6,15 @@ A Llama-family model so that everything a lesson does with it (LoRA on q/k/v/o a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+import torch.nn.functional as F
+from transformers import AttentionInterface, GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers.masking_utils import AttentionMaskInterface
 
 
 @dataclass(frozen=True)
@@ -17,7 +22,7 @@ class Shape:
     """Width and depth: 4 layers of width 192 (about 2.6 million parameters with a 4,096-token
     vocabulary). Width 128 (1.3 M) learned the tables of words but never learned to read the
     laboratory tables' numbers (Pima, ILPD, HCV) in 4,000 steps; 192 learned them by step ~2,000
-    and runs the 4,353 steps of the full corpus (2,560 tokens each) in ~33 minutes on 2 cores."""
+    and runs the 4,353 steps of the full corpus (2,560 tokens each) in ~25 minutes on 2 cores."""
 
     hidden_size: int = 192
     layers: int = 4
@@ -58,3 +63,45 @@ def generation_config(eos_id: int, pad_id: int) -> GenerationConfig:
     """Greedy decoding that stops at the end of the assistant's turn."""
     return GenerationConfig(do_sample=False, max_new_tokens=64, eos_token_id=eos_id,
                             pad_token_id=pad_id)
+
+
+# --- attention for packed training rows ------------------------------------------------------------
+
+PACKED = "pocket_packed"
+
+
+def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                     value: torch.Tensor, attention_mask: torch.Tensor | None,
+                     scaling: float | None = None, dropout: float = 0.0,
+                     position_ids: torch.Tensor | None = None, **kwargs: Any
+                     ) -> tuple[torch.Tensor, None]:
+    """Causal attention inside each example of a packed row (position ids restart at 0 where an
+    example starts). The same result as sdpa with transformers' block-diagonal packed mask, but
+    each example is its own causal call: with ~4 examples in a 640-token row that skips the
+    masked-out blocks, and pre-training runs ~20% faster on a CPU."""
+    if position_ids is None:
+        raise ValueError("packed attention needs the position ids that mark where examples start")
+    rows = []  # query etc.: [batch, heads, tokens, head_dim]
+    for row in range(query.shape[0]):
+        starts = (position_ids[row] == 0).nonzero().flatten().tolist()
+        r = slice(row, row + 1)  # 4-D slices: sdpa's fused CPU kernel takes no 3-D input
+        rows.append(torch.cat([
+            F.scaled_dot_product_attention(query[r, :, a:b], key[r, :, a:b], value[r, :, a:b],
+                                           dropout_p=dropout, is_causal=True, scale=scaling)
+            for a, b in zip(starts, starts[1:] + [query.shape[2]], strict=True)], dim=2))
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED, packed_attention)
+AttentionMaskInterface.register(PACKED, lambda *args, **kwargs: None)  # the kernel masks itself
+
+
+@contextmanager
+def attention(model: LlamaForCausalLM, implementation: str) -> Iterator[None]:
+    """Run a block with another attention implementation (e.g. PACKED for training rows)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
