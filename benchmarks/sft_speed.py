@@ -101,6 +101,17 @@ def run_kit(model, tokenizer, pairs, **changes) -> dict[str, float]:  # noqa: AN
             "rss": result.peak_memory_mib}
 
 
+def timed_train(trainer, tokens: int) -> dict[str, float]:  # noqa: ANN001
+    """trainer.train() (TRL or the transformers Trainer) with its wall and CPU time, last loss, peak RSS."""
+    from labkit.train.sft import peak_rss_mib
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    trainer.train()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"s": seconds, "cpu_s": cpu, "tokens": tokens, "loss": losses[-1], "rss": peak_rss_mib()}
+
+
 def run_trl(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -108,14 +119,12 @@ def run_trl(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
     from labkit import hardware
     from labkit.adapters import attach_adapter
     from labkit.train.data import encode
-    from labkit.train.sft import peak_rss_mib
 
     data = encode(tokenizer, pairs, CUTOFF)
     rows = {"input_ids": [list(e.ids) for e in data.examples],
             "completion_mask": [[0] * e.prompt_len + [1] * (len(e.ids) - e.prompt_len)
                                 for e in data.examples]}
     model, _ = attach_adapter(model, "lora", r=8, alpha=16, seed=SEED)  # the kit's LoRA init, same seed
-    losses: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, per_device_train_batch_size=BATCH, max_steps=STEPS,
                          learning_rate=1e-4, seed=SEED, max_length=CUTOFF, packing=False,
@@ -124,12 +133,8 @@ def run_trl(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
                          **hardware.trainer_precision("cpu"))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                              processing_class=tokenizer)
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        trainer.train()
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    # One epoch of 512 examples in 64 batches of 8: every example once.
-    return {"s": seconds, "cpu_s": cpu, "tokens": data.tokens, "loss": losses[-1], "rss": peak_rss_mib()}
+        # one epoch of 512 examples in 64 batches of 8: every example once
+        return timed_train(trainer, data.tokens)
 
 
 def run_hf_trainer(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
@@ -140,7 +145,6 @@ def run_hf_trainer(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
     from labkit import hardware
     from labkit.adapters import attach_adapter
     from labkit.train.data import IGNORE, encode
-    from labkit.train.sft import peak_rss_mib
 
     data = encode(tokenizer, pairs, CUTOFF)
     rows = {"input_ids": [list(e.ids) for e in data.examples],
@@ -156,11 +160,7 @@ def run_hf_trainer(model, tokenizer, pairs) -> dict[str, float]:  # noqa: ANN001
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                           data_collator=collator)
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        trainer.train()
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"s": seconds, "cpu_s": cpu, "tokens": data.tokens, "loss": losses[-1], "rss": peak_rss_mib()}
+        return timed_train(trainer, data.tokens)
 
 
 def child(variant: str) -> None:
