@@ -17,8 +17,8 @@ from labkit.data import Dataset
 
 CONFIG = serval.ServalConfig(
     iterations=2, vertical="mlp", vertical_options={"epochs": 8}, method="confident",
-    max_train_rows=60, max_backtune_examples=24, epochs=1.0, batch_size=8, cutoff=256, learning_rate=1e-4,
-    save_steps=1, progress=False,
+    max_train_rows=60, max_backtune_examples=24, epochs=2, batch_size=8, cutoff=256, learning_rate=1e-4,
+    progress=False,
 )
 
 
@@ -78,7 +78,7 @@ def test_a_run_killed_during_back_tuning_resumes_and_ends_the_same(
 
     def killed_after_two_steps(*args, **kwargs):  # type: ignore[no-untyped-def]
         def kill(info) -> None:  # type: ignore[no-untyped-def]
-            if info.step == 2:
+            if info.step == info.total_steps - 1:  # in the second epoch: the first one is saved
                 raise KeyboardInterrupt("killed during back-tuning")
         return real_train_sft(*args, callbacks=[kill], **kwargs)
 
@@ -104,6 +104,28 @@ def test_a_finished_run_is_read_back_not_redone(llm: Path, tmp_path: Path) -> No
                                    "vertical (supervised)", "% of supervised AUC"]
     assert table.loc["pima", "% of supervised AUC"] == pytest.approx(
         100 * first.iterations[-1].vertical_auc / first.supervised_auc, abs=0.1)
+
+
+def test_a_folder_with_another_runs_settings_is_refused(llm: Path, tmp_path: Path) -> None:
+    config = replace(CONFIG, iterations=1)
+    serval.run("pima", llm, config, tmp_path, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
+        serval.run("pima", llm, replace(config, learning_rate=1e-3), tmp_path, log=lambda _: None)
+    more = serval.run("pima", llm, replace(config, iterations=2), tmp_path, log=lambda _: None)
+    assert len(more.iterations) == 2  # more iterations extend the run
+
+
+def test_summary_counts_gains_and_the_share_of_the_gap_closed() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({
+        "LLM zero-shot": [0.70, 0.90, 0.80], "LLM after SERVAL": [0.80, 0.89, 0.80],
+        "vertical (SERVAL)": [0.85, 0.90, 0.78], "vertical (supervised)": [0.95, 0.95, 0.80],
+        "% of supervised AUC": [89.5, 94.7, 97.5]}, index=["a", "b", "c"])
+    table.loc["mean"] = table.mean()  # as results_table adds it: summary leaves it out
+    text = serval.summary(table)
+    # gains +0.10, -0.01, 0: one task above; mean gain 0.03 of a mean gap 0.10
+    assert "on 1 of 3 tasks" in text and "closed 30%" in text and "reached 93.9%" in text
 
 
 def test_ablations() -> None:

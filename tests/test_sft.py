@@ -81,6 +81,9 @@ def test_long_examples_are_cut_to_the_cutoff_and_counted() -> None:
     assert data.truncated == 1
     assert [len(e.ids) for e in data.examples] == [16, 9]
     assert data.examples[0].prompt_len == 14  # the two answer tokens ("yes", end of turn) are kept
+    # the prompt lost its start, not its end: the question and the assistant header are still there
+    whole = encode(tiny_tokenizer(), [("old " * 40 + "sick ?", "yes")], cutoff=512).examples[0]
+    assert data.examples[0].ids[:14] == whole.ids[whole.prompt_len - 14 : whole.prompt_len]
 
 
 def test_bad_examples_name_the_example_and_the_fix() -> None:

@@ -68,7 +68,8 @@ def split_lengths(prompt_len: int, answer_len: int, cutoff: int) -> tuple[int, i
     """How many prompt and answer tokens to keep so that together they fit in `cutoff` (LlamaFactory's rule).
 
     A short answer is kept whole and the prompt is cut; a short prompt is kept whole and the answer
-    is cut; when both are long, the budget is shared in proportion to their lengths.
+    is cut; when both are long, the budget is shared in proportion to their lengths. (`encode` cuts
+    a prompt at its start and an answer at its end.)
     """
     if answer_len * 2 < cutoff:
         max_answer = cutoff
@@ -86,7 +87,9 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
 
     Prompt and answer are tokenized apart, as they are met at inference: the model reads the
     prompt's ids, then generates the answer's. Examples longer than `cutoff` are cut (counted in
-    `truncated`), never dropped.
+    `truncated`), never dropped. A prompt loses its *first* tokens, unlike LlamaFactory, which cuts
+    the end: the end holds the question and the assistant header that the answer follows (a long
+    abstract cut at its end would teach the answer without the question).
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template "
@@ -116,7 +119,7 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
     for p, a in zip(prompt_ids, answer_ids, strict=True):
         p_keep, a_keep = split_lengths(len(p), len(a), cutoff)
         truncated += (p_keep, a_keep) != (len(p), len(a))
-        encoded.append(Encoded(tuple(p[:p_keep]) + tuple(a[:a_keep]), p_keep))
+        encoded.append(Encoded(tuple(p[len(p) - p_keep:]) + tuple(a[:a_keep]), p_keep))
     return EncodedSet(encoded, truncated)
 
 
