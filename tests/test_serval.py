@@ -115,6 +115,30 @@ def test_a_folder_with_another_runs_settings_is_refused(llm: Path, tmp_path: Pat
     assert len(more.iterations) == 2  # more iterations extend the run
 
 
+@pytest.mark.parametrize(("scores", "kept"), [([0.5, 0.9, 0.4], 1), ([0.5, 0.4, 0.9], 2),
+                                              ([0.9, 0.4, 0.5], 0)])
+def test_back_tuning_keeps_the_epoch_the_judge_prefers(
+        llm: Path, tmp_path: Path, scores: list[float], kept: int) -> None:
+    from labkit.loader import load_model, load_tokenizer
+
+    examples = [{"prompt": f"patient {i}: sick?", "answer": "Yes" if i % 2 else "No"} for i in range(16)]
+    config = replace(CONFIG, epochs=2, batch_size=8)
+
+    def tune(judge, folder: str) -> tuple[dict[str, torch.Tensor], int, list[float]]:  # type: ignore[no-untyped-def]
+        model, tokenizer = load_model(llm), load_tokenizer(llm)
+        tuned, _, epoch, seen = serval.backtune(model, tokenizer, examples, config, tmp_path / folder, judge)
+        return tuned.state_dict(), epoch, seen
+
+    verdicts = iter(scores)
+    chosen, epoch, seen = tune(lambda _: next(verdicts), "judged")
+    assert (epoch, seen) == (kept, scores)
+    last, _, _ = tune(None, "last")  # no judge: the last epoch, merged
+    untuned = load_model(llm).state_dict()
+    assert chosen.keys() == last.keys() == untuned.keys()  # merged or unloaded: a plain model
+    assert all(torch.equal(chosen[k], untuned[k]) for k in chosen) == (kept == 0)
+    assert all(torch.equal(chosen[k], last[k]) for k in chosen) == (kept == 2)
+
+
 def test_summary_counts_gains_and_the_share_of_the_gap_closed() -> None:
     import pandas as pd
 
