@@ -95,6 +95,38 @@ def test_bad_examples_name_the_example_and_the_fix() -> None:
         encode(tok, [("sick ?", "yes")], cutoff=16)
 
 
+def test_a_weight_counts_an_example_that_many_times_and_bad_weights_are_refused() -> None:
+    from labkit.train.sft import _answer_weight
+
+    tok = tiny_tokenizer()
+    (a, _), (b, _) = pairs(2)
+    weighted = collate(encode(tok, [{"prompt": a, "answer": "yes", "weight": 2.0},
+                                    {"prompt": b, "answer": "no", "weight": 0.0}], cutoff=32).examples,
+                       0, torch.device("cpu"))
+    doubled = collate(encode(tok, [(a, "yes"), (a, "yes")], cutoff=32).examples, 0, torch.device("cpu"))
+    loss = AnswerLoss(tiny_llama(), doubled, torch.device("cpu"))
+    for path in (loss._fast, loss._full):
+        assert torch.allclose(path(weighted), path(doubled), rtol=1e-5)
+    assert _answer_weight(weighted) == _answer_weight(doubled) == 4  # "yes" and the end of turn, twice
+    for bad in (-1, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match="example 1: 'weight' must be a finite number >= 0"):
+            encode(tok, [(a, "yes"), {"prompt": a, "answer": "yes", "weight": bad}], cutoff=32)
+
+
+def test_yes_and_no_weighted_p_and_1_minus_p_teach_the_soft_label_p() -> None:
+    tok = tiny_tokenizer()
+    prompt = "the patient is old glucose high sick ?"
+    examples = [{"prompt": prompt, "answer": "yes", "weight": 0.8},
+                {"prompt": prompt, "answer": "no", "weight": 0.2}] * 4
+    result = train_sft(tiny_llama(), tok, examples, config(max_steps=40, learning_rate=2e-2))
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        logits = result.model(input_ids=ids).logits[0, -1]
+    yes = logits[tok.convert_tokens_to_ids(["yes", "no"])].softmax(-1)[0]
+    assert abs(float(yes) - 0.8) < 0.05  # P(yes) among {yes, no}
+
+
 def test_length_grouped_batches_cover_every_example_once_in_a_seeded_order() -> None:
     lengths = [(i * 37) % 50 for i in range(103)]
     epoch0 = length_grouped_batches(lengths, 4, seed=1, epoch=0)

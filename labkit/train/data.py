@@ -9,6 +9,7 @@ that depends only on (seed, epoch): a resumed run sees the same batches as an un
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,12 @@ MEGABATCH = 50  # batches per length-sorted group: wide enough to cut padding, n
 
 @dataclass(frozen=True)
 class Encoded:
-    """One example: its token ids; the first `prompt_len` of them are the prompt (no loss)."""
+    """One example: its token ids; the first `prompt_len` of them are the prompt (no loss); its
+    answer's loss counts `weight` times (1: an ordinary example)."""
 
     ids: tuple[int, ...]
     prompt_len: int
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,10 @@ class EncodedSet:
         return sum(len(e.ids) for e in self.examples)
 
     def fingerprint(self) -> str:
-        """A hash of every token id and mask: tells a checkpoint whether it belongs to this data."""
+        """A hash of every token id, mask and weight: tells a checkpoint whether it belongs to this data."""
         digest = hashlib.sha256()
         for e in self.examples:
-            digest.update(repr((e.prompt_len, e.ids)).encode())
+            digest.update(repr((e.prompt_len, e.weight, e.ids)).encode())
         return digest.hexdigest()[:16]
 
 
@@ -62,6 +65,21 @@ def as_pair(example: Any, index: int) -> tuple[str, str]:
     if not pair[0].strip():
         raise ValueError(f"example {index}: the prompt is empty")
     return pair
+
+
+def weight_of(example: Any, index: int) -> float:
+    """A mapping's optional 'weight' (default 1): how much its answer's loss counts.
+
+    Two examples with one prompt and the answers "Yes" and "No", weighted p and 1 - p, teach the
+    soft label p: their loss on the first answer token is the cross-entropy with (p, 1 - p).
+    """
+    if not isinstance(example, Mapping) or "weight" not in example:
+        return 1.0
+    weight = example["weight"]
+    number = isinstance(weight, int | float) and not isinstance(weight, bool)
+    if not number or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"example {index}: 'weight' must be a finite number >= 0, got {weight!r}")
+    return float(weight)
 
 
 def split_lengths(prompt_len: int, answer_len: int, cutoff: int) -> tuple[int, int]:
@@ -99,9 +117,10 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
     if len(examples) == 0:
         raise ValueError("no SFT examples: pass at least one (prompt, answer) pair.")
     head = [{"role": "system", "content": system}] if system else []
-    prompts, answers = [], []
+    prompts, answers, weights = [], [], []
     for i, example in enumerate(examples):
         prompt, answer = as_pair(example, i)
+        weights.append(weight_of(example, i))
         user = head + [{"role": "user", "content": prompt}]
         prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
         full_text = tokenizer.apply_chat_template(
@@ -116,10 +135,10 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
     encoded, truncated = [], 0
-    for p, a in zip(prompt_ids, answer_ids, strict=True):
+    for p, a, weight in zip(prompt_ids, answer_ids, weights, strict=True):
         p_keep, a_keep = split_lengths(len(p), len(a), cutoff)
         truncated += (p_keep, a_keep) != (len(p), len(a))
-        encoded.append(Encoded(tuple(p[len(p) - p_keep:]) + tuple(a[:a_keep]), p_keep))
+        encoded.append(Encoded(tuple(p[len(p) - p_keep:]) + tuple(a[:a_keep]), p_keep, weight))
     return EncodedSet(encoded, truncated)
 
 
@@ -145,7 +164,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, e
 
 
 def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example; labels are the ids on answer tokens, IGNORE elsewhere."""
+    """Right-pad a batch to its longest example; labels are the ids on answer tokens, IGNORE elsewhere;
+    `weights` holds each example's weight."""
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -155,7 +175,9 @@ def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> d
         ids[row, :n] = torch.tensor(e.ids)
         labels[row, e.prompt_len:n] = ids[row, e.prompt_len:n]
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device),
+            "weights": weights.to(device)}
 
 
 def pad_token_id(tokenizer: Any) -> int:

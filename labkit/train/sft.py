@@ -273,14 +273,15 @@ class AnswerLoss:
         keep = targets != IGNORE
         hidden = decoder(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
         logits = head(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+        return _weighted(F.cross_entropy(logits.float(), targets[keep], reduction="none"), batch, reduction)
 
     def _full(self, batch: dict[str, torch.Tensor], reduction: str = "sum") -> torch.Tensor:
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             use_cache=False).logits
-        return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction=reduction)
+        per_token = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
+        return _weighted(per_token, batch, reduction)
 
     @torch.no_grad()
     def _fast_path_agrees(self, probe: dict[str, torch.Tensor]) -> bool:
@@ -295,6 +296,19 @@ class AnswerLoss:
             self.model.train(was_training)
         tolerance = 1e-4 if hardware.compute_dtype(self.device) == torch.float32 else 5e-2
         return bool(torch.allclose(fast, full, rtol=tolerance, atol=tolerance))
+
+
+def _weighted(per_token: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str) -> torch.Tensor:
+    """Each answer token's loss times its example's weight; summed unless reduction is "none"."""
+    keep = batch["labels"][:, 1:] != IGNORE
+    per_token = per_token * batch["weights"][:, None].expand_as(keep)[keep]
+    return per_token if reduction == "none" else per_token.sum()
+
+
+def _answer_weight(batch: dict[str, torch.Tensor]) -> float:
+    """The batch's answer tokens, each counted with its example's weight: what the loss is divided by."""
+    tokens = (batch["labels"][:, 1:] != IGNORE).sum(dim=1)
+    return float((tokens * batch["weights"]).sum())
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
@@ -333,16 +347,16 @@ def _optimizer_step(loss_fn: AnswerLoss, batches: _MicroBatches, step: int,
                     scaler: torch.amp.GradScaler, meter: _Meter) -> float:
     """One optimizer step over grad_accumulation micro-batches; returns its mean answer-token loss.
 
-    Each micro-batch's summed loss is divided by the answer tokens of the whole step, so that
-    accumulating k batches of b equals one batch of k * b.
+    Each micro-batch's summed loss is divided by the (weighted) answer tokens of the whole step, so
+    that accumulating k batches of b equals one batch of k * b.
     """
     meter.start()
     first = (step - 1) * config.grad_accumulation
     micro = [batches[m] for m in range(first, first + config.grad_accumulation)]
-    answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+    answer_tokens = sum(_answer_weight(b) for b in micro)
     total = 0.0
     for batch in micro:
-        loss = loss_fn(batch) / max(answer_tokens, 1)
+        loss = loss_fn(batch) / (answer_tokens if answer_tokens > 0 else 1.0)
         scaler.scale(loss).backward()
         total += loss.item()
     if config.max_grad_norm > 0:
