@@ -92,7 +92,7 @@ class ChatModel:
         """The chat completion response for a request already checked by `check`."""
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         device = next(self.model.parameters()).device
-        ids, mask = encode_chats(self.tokenizer, [messages], device)
+        ids, mask, _ = encode_chats(self.tokenizer, [messages], device)
         max_new = request.max_completion_tokens or request.max_tokens or self.max_tokens
         config = generation_config(self.model, self.tokenizer, max_new, request.temperature,
                                    request.top_p, logits=True)

@@ -72,6 +72,21 @@ def test_token_mode_matches_one_unpadded_forward_pass_per_prompt(tiny: Any) -> N
     assert 0 < frame["value"].min() < 0.5 < frame["value"].max() < 1  # the rig gives both answers
 
 
+def test_a_prompt_longer_than_the_models_positions_loses_its_start_with_a_warning() -> None:
+    model, tokenizer = tiny_chat_model()
+    ids = _chat_ids(tokenizer, yes_no_prompt(TEXTS[0], TASK))
+    keep = ids.shape[1] - 3
+    model.config.max_position_embeddings = keep
+    annotator = LocalAnnotator(model, tokenizer, "token", progress=False)
+    with pytest.warns(UserWarning, match=f"1 of 2 prompts are longer than the model's {keep} positions"):
+        frame = annotator.annotate([TEXTS[0], "age 1"], TASK)
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids[:, -keep:]).logits[0, -1], dim=-1)
+    yes = tokenizer.convert_tokens_to_ids("Yes")
+    assert frame["p_yes"][0] == pytest.approx(float(probs[yes]), rel=1e-4)
+    assert annotator.decoding()["max_length"] == keep  # answers cut at another length are not reused
+
+
 def test_token_mode_with_absolute_positions_needs_position_ids() -> None:
     """GPT-2 adds position embeddings: left padding would shift them without position_ids."""
     from transformers import GPT2Config, GPT2LMHeadModel

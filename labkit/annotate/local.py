@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,9 +97,11 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def encode_chats(
-    tokenizer: Any, conversations: list[Messages], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat-templated, left-padded input ids and attention mask for a batch of conversations."""
+    tokenizer: Any, conversations: list[Messages], device: torch.device, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Chat-templated, left-padded input ids and attention mask for a batch of conversations, and
+    how many were cut: one longer than `max_length` tokens loses its *first* tokens, since its end
+    holds the question and the answer position (labkit.train cuts a long prompt the same way)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template (a Jinja "
@@ -109,11 +112,14 @@ def encode_chats(
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         # The template already holds the special tokens it wants (e.g. BOS): add none here.
         rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    cut = sum(max_length is not None and len(r) > max_length for r in rows)
+    if max_length is not None:
+        rows = [r[-max_length:] for r in rows]
     width = max(len(r) for r in rows)
     pad = pad_id(tokenizer)
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    return ids, mask
+    return ids, mask, cut
 
 
 def generation_config(
@@ -193,22 +199,30 @@ class LocalAnnotator(Annotator):
         self._fingerprint = fingerprint
         # Which ids count as Yes / No in token mode; shown to the student, e.g. {"Yes": [280]}.
         self.answer_tokens = answer_tokens(tokenizer) if mode == "token" else None
+        # The model's positions, less the answer's: a longer prompt loses its start (None: no limit).
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.max_length = positions - self.max_new_tokens if isinstance(positions, int) else None
 
     def fingerprint(self) -> str:
         return self._fingerprint or model_fingerprint(self.model, self.tokenizer)
 
     def decoding(self) -> dict[str, Any]:
         if self.mode == "token":
-            return {"mode": "token", "answer_tokens": self.answer_tokens}
+            return {"mode": "token", "answer_tokens": self.answer_tokens, "max_length": self.max_length}
         sampling = {"temperature": self.temperature, "seed": self.seed} if self.temperature else {}
-        return {"mode": self.mode, "max_new_tokens": self.max_new_tokens, **sampling}
+        return {"mode": self.mode, "max_new_tokens": self.max_new_tokens, "max_length": self.max_length,
+                **sampling}
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def _reply(self, conversations: list[Messages]) -> list[Reply]:
-        ids, mask = encode_chats(self.tokenizer, conversations, self.device)
+        ids, mask, cut = encode_chats(self.tokenizer, conversations, self.device, self.max_length)
+        if cut:
+            warnings.warn(f"{cut} of {len(conversations)} prompts are longer than the model's "
+                          f"{self.max_length} positions (less the answer's): they lost their first tokens.",
+                          stacklevel=4)
         was_training = self.model.training
         self.model.eval()  # no dropout: the same prompt gives the same answer
         try:
