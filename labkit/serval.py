@@ -3,9 +3,11 @@
 Each iteration:
 1. the LLM annotates the training and validation splits with a soft label (labkit.annotate);
 2. a vertical model is trained from scratch on those noisy labels (labkit.noisy);
-3. the vertical model's confident, class-balanced predictions back-tune the LLM with LoRA
-   (labkit.backtune, labkit.train); the adapter is merged into the weights, so the next iteration
-   starts from a plain model again (and the next LoRA is fresh, not stacked);
+3. the vertical model's predictions back-tune the LLM with LoRA (labkit.backtune, labkit.train):
+   every row with its probability as a soft Yes/No answer where the vertical model learned from
+   every row (tables), the confident rows' classes where it learned from those only (text); the
+   adapter is merged into the weights, so the next iteration starts from a plain model again (and
+   the next LoRA is fresh, not stacked);
 4. both are evaluated on the test split.
 
 Gold labels are read in one place only, `_evaluate`, and only for the test split; a test shows that
@@ -53,12 +55,13 @@ class ServalConfig:
     """Everything that decides a SERVAL run.
 
     mode: how the LLM's soft label is read ("token": P(Yes); "verbalized": the stated probability).
-    vertical: a labkit.vertical model name (None: FT-Transformer for tables, MiniLM for text).
-    method: a labkit.noisy method (None: "naive" for tables, "confident" for text; see
-    default_method). threshold / balance: confidence selection for back-tuning.
-    answers: what back-tuning teaches (labkit.backtune). hard_labels: round the LLM's probabilities
-    to 0/1 first (ablation). max_train_rows: a stratification-free cap on the training rows used
-    (fast mode); None uses the whole split.
+    vertical: a labkit.vertical model name (None: logistic regression for tables, MiniLM for
+    text; see default_vertical). method: a labkit.noisy method (None: "naive" for tables,
+    "confident" for text; see default_method). answers / threshold / balance: what back-tuning
+    teaches (labkit.backtune) and the confidence selection of its rows (None: as the method
+    learned, see backtune_settings). hard_labels: round the LLM's probabilities to 0/1 first
+    (ablation). max_train_rows: a stratification-free cap on the training rows used (fast mode);
+    None uses the whole split.
     """
 
     iterations: int = 2
@@ -67,11 +70,9 @@ class ServalConfig:
     vertical: str | None = None
     vertical_options: dict[str, Any] = field(default_factory=dict)
     method: str | None = None
-    # Back-tuning asks for a vertical probability of at least 0.7 (or at most 0.3), as many rows of
-    # each class: at 0.8 the tables had 10-11 rows per class (heart, HCV, Pima), too few to teach.
-    threshold: float = 0.7
-    balance: str = "equal"
-    answers: Answers = "both"
+    answers: Answers | None = None
+    threshold: float | None = None
+    balance: str | None = None
     hard_labels: bool = False
     max_train_rows: int | None = None
     max_backtune_examples: int = 800
@@ -153,7 +154,11 @@ class ServalResult:
 
 
 def default_vertical(dataset: Dataset) -> str:
-    return "text_minilm" if dataset.schema.kind == "text" else "ft_transformer"
+    """MiniLM for text; for tables logistic regression, not the paper's FT-Transformer: the pocket
+    LLM's answers are a logistic rule plus its own per-record slips, and a linear model keeps the
+    rule and smooths the slips away, where the FT-Transformer copies both (rank correlation
+    0.97-0.99 with the LLM) and has nothing left to teach it back (docs/fine_tuning.md)."""
+    return "text_minilm" if dataset.schema.kind == "text" else "logistic"
 
 
 def default_method(dataset: Dataset) -> str:
@@ -162,6 +167,22 @@ def default_method(dataset: Dataset) -> str:
     plain training distills best ("naive"); on the abstracts its lexicon is wrong often enough that
     training on the confident, class-balanced answers only ("confident") wins by a wide margin."""
     return "confident" if dataset.schema.kind == "text" else "naive"
+
+
+def backtune_settings(method: str, config: ServalConfig) -> tuple[Answers, float, str]:
+    """(answers, threshold, balance) of back-tuning; None fields follow the noisy-label method.
+
+    The vertical model teaches back what it learned from: trained on every row's soft label
+    ("naive" and the other all-row methods), it teaches every row its probability (soft Yes/No
+    answers, no selection); trained on the confident rows only ("confident"), it teaches the
+    classes of the rows it is at least 0.7 sure of, as many of each class, as a Yes/No and a
+    probability answer (at 0.8 some tables had 10 rows per class, too few to teach).
+    """
+    confident = method == "confident"
+    answers = config.answers or ("both" if confident else "soft")
+    threshold = config.threshold if config.threshold is not None else (0.7 if confident else 0.5)
+    balance = config.balance or ("equal" if confident else "none")
+    return answers, threshold, balance
 
 
 def _texts(dataset: Dataset, split: str, config: ServalConfig, rows: np.ndarray | None = None) -> list[str]:
@@ -210,7 +231,7 @@ def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
                      validation=(X_val[val_known].reset_index(drop=True), y_val[val_known]), seed=config.seed)
 
 
-def backtune(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, str]], config: ServalConfig,
+def backtune(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], config: ServalConfig,
              output_dir: Path, judge: Callable[[torch.nn.Module], float] | None = None
              ) -> tuple[torch.nn.Module, float, int, list[float]]:
     """LoRA-tune the LLM on the examples (resuming from output_dir) and merge the adapter.
@@ -220,10 +241,6 @@ def backtune(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, st
     kept: where no epoch scores above the untuned model, the adapter is dropped (epoch 0).
     Returns the model, the last training loss, the epoch kept and the scores (from epoch 0).
     """
-    rng = np.random.default_rng(config.seed)
-    if len(examples) > config.max_backtune_examples:
-        keep = np.sort(rng.choice(len(examples), size=config.max_backtune_examples, replace=False))
-        examples = [examples[i] for i in keep]
     per_epoch = math.ceil(len(examples) / config.batch_size)
     sft = SFTConfig(output_dir=output_dir, method="lora", lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                     learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
@@ -356,9 +373,11 @@ def run(task: str | Dataset, llm: str | Path | None = None, config: ServalConfig
         seconds["vertical"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        answers, threshold, balance = backtune_settings(config.method or default_method(dataset), config)
         examples, selection = backtune_examples(texts["train"], p_vertical_train, dataset.schema.task,
-                                                answers=config.answers, threshold=config.threshold,
-                                                balance=config.balance)  # type: ignore[arg-type]
+                                                answers=answers, threshold=threshold,
+                                                balance=balance,  # type: ignore[arg-type]
+                                                max_examples=config.max_backtune_examples, seed=config.seed)
         judge = _agreement_judge(tokenizer, texts["val"], p_vertical_val, dataset, config, cache)
         model, loss, epoch, scores = backtune(model, tokenizer, examples, config, folder / f"sft_{it}",
                                               judge if config.choose_epoch else None)
@@ -373,7 +392,7 @@ def run(task: str | Dataset, llm: str | Path | None = None, config: ServalConfig
             vertical_accuracy=vertical_acc, agreement=agreement, annotated=len(p_train) + len(p_val),
             missing_annotations=missing + missing_val,
             selected={str(k): v for k, v in selection.counts.items()},
-            backtune_examples=min(len(examples), config.max_backtune_examples), backtune_loss=loss,
+            backtune_examples=len(examples), backtune_loss=loss,
             backtune_epoch=epoch, backtune_agreement=[round(x, 4) for x in scores],
             seconds={k: round(v, 1) for k, v in seconds.items()})
         done.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,24 @@ def test_one_answer_kind(answers: str, prompt) -> None:  # type: ignore[no-untyp
     assert (np.maximum(probs, 1 - probs)[selection.indices] >= 0.9).all()
 
 
+def test_soft_answers_teach_every_row_its_probability_and_a_cap_keeps_whole_rows() -> None:
+    probs = np.random.default_rng(1).random(50)
+    texts = _texts(50)
+    examples, selection = backtune_examples(texts, probs, TASK, answers="soft", threshold=0.5, balance="none")
+    assert list(selection.indices) == list(range(50)) and len(examples) == 100
+    for row, (yes, no) in enumerate(zip(examples[::2], examples[1::2], strict=True)):
+        assert yes["prompt"] == no["prompt"] == yes_no_prompt(texts[row], TASK)
+        assert parse_yes_no(yes["answer"]).value == 1 and parse_yes_no(no["answer"]).value == 0
+        assert yes["weight"] == pytest.approx(probs[row]) and no["weight"] == pytest.approx(1 - probs[row])
+    capped, _ = backtune_examples(texts, probs, TASK, answers="soft", threshold=0.5, balance="none",
+                                  max_examples=21, seed=3)
+    assert len(capped) == 20  # 10 whole rows: a row's two answers stay together
+    assert all(a["prompt"] == b["prompt"] for a, b in zip(capped[::2], capped[1::2], strict=True))
+    again, _ = backtune_examples(texts, probs, TASK, answers="soft", threshold=0.5, balance="none",
+                                 max_examples=21, seed=3)
+    assert again == capped
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="3 probabilities for 2 texts"):
         backtune_examples(_texts(2), np.array([0.1, 0.9, 0.5]), TASK)

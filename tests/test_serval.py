@@ -59,11 +59,12 @@ def _assert_same_training(a: Path, b: Path, iterations: int) -> None:
         np.testing.assert_array_equal(pa["llm"], pb["llm"])
 
 
-def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Path) -> None:
-    pima = data.load("pima")
-    honest = serval.run(pima, llm, CONFIG, tmp_path / "honest", log=lambda _: None)
-    permuted = serval.run(_permuted(pima, 1), llm, CONFIG, tmp_path / "permuted", log=lambda _: None)
-    _assert_same_training(tmp_path / "honest" / "pima", tmp_path / "permuted" / "pima", CONFIG.iterations)
+@pytest.mark.parametrize("method", ["confident", "naive"])  # back-tuning: hard on confident rows; soft
+def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Path, method: str) -> None:
+    pima, config = data.load("pima"), replace(CONFIG, method=method)
+    honest = serval.run(pima, llm, config, tmp_path / "honest", log=lambda _: None)
+    permuted = serval.run(_permuted(pima, 1), llm, config, tmp_path / "permuted", log=lambda _: None)
+    _assert_same_training(tmp_path / "honest" / "pima", tmp_path / "permuted" / "pima", config.iterations)
     # ... while the evaluation, which reads the gold labels, does see the difference
     assert honest.iterations[0].llm_auc != permuted.iterations[0].llm_auc
     assert len(honest.iterations) == 2 and honest.iterations[0].backtune_examples > 0
@@ -150,6 +151,14 @@ def test_summary_counts_gains_and_the_share_of_the_gap_closed() -> None:
     text = serval.summary(table)
     # gains +0.10, -0.01, 0: one task above; mean gain 0.03 of a mean gap 0.10
     assert "on 1 of 3 tasks" in text and "closed 30%" in text and "reached 93.9%" in text
+
+
+def test_backtuning_teaches_what_the_vertical_model_learned_from() -> None:
+    base = serval.ServalConfig()
+    assert serval.backtune_settings("naive", base) == ("soft", 0.5, "none")  # every row's soft label
+    assert serval.backtune_settings("confident", base) == ("both", 0.7, "equal")  # the confident rows
+    chosen = replace(base, answers="yes_no", threshold=0.9, balance="prior")
+    assert serval.backtune_settings("naive", chosen) == ("yes_no", 0.9, "prior")
 
 
 def test_ablations() -> None:
