@@ -70,9 +70,10 @@ def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Pa
     assert len(honest.iterations) == 2 and honest.iterations[0].backtune_examples > 0
 
 
+@pytest.mark.parametrize("method", ["confident", "naive"])
 def test_a_run_killed_during_back_tuning_resumes_and_ends_the_same(
-        llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = replace(CONFIG, iterations=1)
+        llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    config = replace(CONFIG, iterations=1, method=method)
     reference = serval.run("pima", llm, config, tmp_path / "reference", log=lambda _: None)
 
     real_train_sft = serval.train_sft
