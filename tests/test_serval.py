@@ -166,5 +166,13 @@ def test_ablations() -> None:
     base = serval.ServalConfig()
     assert base.ablation("no_confidence_filter").threshold == 0.5
     assert base.ablation("hard_labels").hard_labels and base.ablation("one_iteration").iterations == 1
+    assert base.ablation("soft_labels").hard_labels is False and base.hard_labels is None
     with pytest.raises(ValueError, match="unknown ablation"):
         base.ablation("nope")
+
+
+def test_answers_are_rounded_on_tables_unless_one_class_would_be_left() -> None:
+    pima, abstracts = data.load("pima"), data.load("abstracts")
+    assert serval.default_hard_labels(pima, np.array([0.2, 0.7, np.nan, 0.4]))
+    assert not serval.default_hard_labels(pima, np.array([0.2, 0.3, 0.45]))  # never leans to Yes
+    assert not serval.default_hard_labels(abstracts, np.array([0.2, 0.7, 0.4]))
