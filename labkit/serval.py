@@ -2,7 +2,8 @@
 
 Each iteration:
 1. the LLM annotates the training and validation splits with a soft label (labkit.annotate);
-2. a vertical model is trained from scratch on those noisy labels (labkit.noisy);
+2. a vertical model is trained from scratch on those noisy labels (labkit.noisy), rounded to 0/1
+   on the tables (default_hard_labels);
 3. the vertical model's predictions back-tune the LLM with LoRA (labkit.backtune, labkit.train):
    every row with its probability as a soft Yes/No answer where the vertical model learned from
    every row (tables), the confident rows' classes where it learned from those only (text); the
@@ -188,8 +189,8 @@ def default_hard_labels(dataset: Dataset, p_train: np.ndarray) -> bool:
 def backtune_settings(method: str, config: ServalConfig) -> tuple[Answers, float, str]:
     """(answers, threshold, balance) of back-tuning; None fields follow the noisy-label method.
 
-    The vertical model teaches back what it learned from: trained on every row's soft label
-    ("naive" and the other all-row methods), it teaches every row its probability (soft Yes/No
+    The vertical model teaches back what it learned from: trained on every row's label ("naive"
+    and the other all-row methods), it teaches every row its probability (soft Yes/No
     answers, no selection); trained on the confident rows only ("confident"), it teaches the
     classes of the rows it is at least 0.7 sure of, as many of each class, as a Yes/No and a
     probability answer (at 0.8 some tables had 10 rows per class, too few to teach).
