@@ -43,9 +43,7 @@ import pandas as pd
 from labkit.annotate import LocalAnnotator
 from labkit.data import SERVAL_TASKS, TEXT_TASKS, load
 from labkit.experiments import (
-    CACHE_DIR,
     HARD_LABELS,
-    NOISY_METHODS,
     SUPERVISED,
     ZERO_SHOT,
     annotate_rows,
@@ -54,6 +52,8 @@ from labkit.experiments import (
     with_percent_of_supervised,
 )
 from labkit.loader import load_model, load_tokenizer
+from labkit.noisy import NOISY_METHODS
+from labkit.paths import CACHE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "noisy_labels.md"
@@ -72,7 +72,7 @@ def rule_answers(task: str) -> np.ndarray:
     return np.array([rule.risk(r) for r in ds.frame[ds.schema.feature_names].to_dict("records")])
 
 
-def run(tasks: list[str], seeds: list[int], llm: str | None, epochs: int, batch: int,
+def run(tasks: list[str], seeds: list[int], llm: str | None, *, epochs: int, batch: int,
         results: Path, use_rule: bool = False, stop_metric: str | None = None) -> pd.DataFrame:
     """Every method on every task and seed; one row per run. stop_metric: what early stopping on
     the confident rows minimizes, for every noisy-label method (None: fit_noisy's default)."""
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     source = "the textbook rule the pocket LLM imitates (stand-in)" if use_rule \
         else f"{name}, token mode P(Yes)"
     results = ROOT / "runs" / "noisy_labels" / "results.jsonl"  # keyed by answers and options
-    runs = run(args.tasks, list(range(args.seeds)), args.llm, args.epochs, args.batch, results,
-               use_rule, args.stop_metric)
+    runs = run(args.tasks, list(range(args.seeds)), args.llm, epochs=args.epochs, batch=args.batch,
+               results=results, use_rule=use_rule, stop_metric=args.stop_metric)
     if args.stop_metric:
         source += f"; early stopping minimizes the {args.stop_metric} on the confident rows"
     summary = table(runs)

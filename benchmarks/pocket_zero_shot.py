@@ -106,8 +106,8 @@ def lora_timing(model_path: str | None, seconds_budget: float = 120.0) -> dict[s
         text = to_text(records[k], ds.schema, style="list" if i < len(records) else "prose")
         pairs.append((probability_prompt(text, ds.schema.task), probability_answer(p[k])))
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    config = SFTConfig(method="lora", lora_r=16, lora_alpha=32, learning_rate=1e-3, epochs=2,
-                       batch_size=8, cutoff=256, progress=False)
+    config = SFTConfig(finetuning_type="lora", lora_rank=16, lora_alpha=32, learning_rate=1e-3,
+                       num_train_epochs=2, per_device_train_batch_size=8, cutoff_len=256, progress=False)
     result = train_sft(model, tokenizer, pairs, config)
     return {"examples": len(pairs), "epochs": 2, "steps": result.steps,
             "seconds": round(result.seconds, 1), "budget_seconds": seconds_budget,

@@ -92,8 +92,9 @@ def setup() -> tuple[object, object, list[tuple[str, str]]]:
 def run_kit(model, tokenizer, pairs, **changes) -> dict[str, float]:  # noqa: ANN001
     from labkit.train import SFTConfig, train_sft
 
-    config = SFTConfig(method="lora", lora_r=8, lora_alpha=16, learning_rate=1e-4, batch_size=BATCH,
-                       max_steps=STEPS, cutoff=CUTOFF, seed=SEED, progress=False, **changes)
+    config = SFTConfig(finetuning_type="lora", lora_rank=8, lora_alpha=16, learning_rate=1e-4,
+                       per_device_train_batch_size=BATCH, max_steps=STEPS, cutoff_len=CUTOFF, seed=SEED,
+                       progress=False, **changes)
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_sft(model, tokenizer, pairs, config)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0

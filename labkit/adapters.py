@@ -4,6 +4,7 @@
     print(summary)   # lora: 156,160 trainable of 7,514,880 parameters (2.08%), targets: down_proj, ...
     find_all_linear_modules(model)   # ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', ...]
 
+The choice is LlamaFactory's `finetuning_type` (labkit.train.SFTConfig uses the same name):
 - "lora": a low-rank update B @ A next to each target layer (peft); the base weights stay frozen.
 - "dora": LoRA plus a learned magnitude per output feature (peft's use_dora).
 - "freeze": the base weights of the last `freeze_trainable_layers` decoder layers train, the rest is frozen.
@@ -14,6 +15,7 @@ A model loaded in 8 or 4 bits (bitsandbytes) takes "lora" or "dora" only: that i
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,15 +24,18 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-Method = Literal["lora", "dora", "freeze", "full"]
-METHODS: tuple[str, ...] = ("lora", "dora", "freeze", "full")
+from labkit import hardware
+from labkit.parameters import count_parameters
+
+FinetuningType = Literal["lora", "dora", "freeze", "full"]
+FINETUNING_TYPES: tuple[str, ...] = typing.get_args(FinetuningType)
 
 
 @dataclass(frozen=True)
 class AdapterSummary:
     """What attach_adapter made trainable."""
 
-    method: str
+    finetuning_type: str
     trainable: int
     total: int
     targets: tuple[str, ...]
@@ -42,7 +47,7 @@ class AdapterSummary:
 
     def __str__(self) -> str:
         targets = f", targets: {', '.join(self.targets)}" if self.targets else ""
-        return (f"{self.method}: {self.trainable:,} trainable of {self.total:,} parameters "
+        return (f"{self.finetuning_type}: {self.trainable:,} trainable of {self.total:,} parameters "
                 f"({self.percent:.2f}%){targets}")
 
 
@@ -96,10 +101,10 @@ def _inside_adapter(name: str) -> bool:
 
 def attach_adapter(
     model: nn.Module,
-    method: Method = "lora",
+    finetuning_type: FinetuningType = "lora",
     *,
     r: int = 8,
-    alpha: float = 16,
+    alpha: int = 16,
     dropout: float = 0.0,
     target_modules: str | Sequence[str] = "all-linear",
     init_lora_weights: bool | str = True,
@@ -107,7 +112,7 @@ def attach_adapter(
     freeze_trainable_layers: int = 2,
     seed: int | None = None,
 ) -> tuple[nn.Module, AdapterSummary]:
-    """Make `model` trainable by `method`; returns the (possibly wrapped) model and a summary.
+    """Make `model` trainable by `finetuning_type`; returns the (possibly wrapped) model and a summary.
 
     r, alpha, dropout, target_modules, init_lora_weights ("pissa", "gaussian", ...) and use_rslora
     apply to "lora" and "dora"; target_modules="all-linear" means find_all_linear_modules(model).
@@ -115,34 +120,29 @@ def attach_adapter(
     negative). seed, when given, fixes the adapter's random initialization without touching the
     global random state.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not one of {METHODS}.")
+    if finetuning_type not in FINETUNING_TYPES:
+        raise ValueError(f"finetuning_type={finetuning_type!r} is not one of {FINETUNING_TYPES}.")
     quantized = any(getattr(model, f"is_loaded_in_{b}bit", False) for b in (4, 8))
-    if quantized and method not in ("lora", "dora"):
-        raise ValueError(f"method={method!r} cannot train a model loaded in 8 or 4 bits: use 'lora' or "
-                         "'dora' (QLoRA), or load the model without quantization.")
-    with torch.random.fork_rng(devices=_cuda_devices()):
-        if seed is not None:
-            torch.manual_seed(seed)
-        if method in ("lora", "dora"):
-            model, targets = _attach_lora(model, method == "dora", r, alpha, dropout, target_modules,
-                                          init_lora_weights, use_rslora)
-        elif method == "freeze":
+    if quantized and finetuning_type not in ("lora", "dora"):
+        raise ValueError(f"finetuning_type={finetuning_type!r} cannot train a model loaded in 8 or 4 "
+                         "bits: use 'lora' or 'dora' (QLoRA), or load the model without quantization.")
+    with hardware.seeded(seed):
+        if finetuning_type in ("lora", "dora"):
+            model, targets = _attach_lora(model, dora=finetuning_type == "dora", r=r, alpha=alpha,
+                                          dropout=dropout, target_modules=target_modules,
+                                          init_lora_weights=init_lora_weights, use_rslora=use_rslora)
+        elif finetuning_type == "freeze":
             targets = _freeze_all_but_last_layers(model, freeze_trainable_layers)
         else:
             model.requires_grad_(True)
             targets = ()
-    if method in ("freeze", "full"):
+    if finetuning_type in ("freeze", "full"):
         _upcast_trainable(model)
-    return model, summarize_trainable(model, method, targets)
-
-
-def _cuda_devices() -> list[int]:
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    return model, summarize_trainable(model, finetuning_type, targets)
 
 
 def _attach_lora(
-    model: nn.Module, dora: bool, r: int, alpha: float, dropout: float,
+    model: nn.Module, *, dora: bool, r: int, alpha: int, dropout: float,
     target_modules: str | Sequence[str], init_lora_weights: bool | str, use_rslora: bool,
 ) -> tuple[nn.Module, tuple[str, ...]]:
     """Wrap the target layers with peft's LoRA (or DoRA) layers; only those train."""
@@ -157,7 +157,8 @@ def _attach_lora(
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
         exclude_modules=_colliding_head_names(model, targets), use_dora=dora,
-        init_lora_weights=init_lora_weights, use_rslora=use_rslora, task_type="CAUSAL_LM",
+        init_lora_weights=init_lora_weights,  # type: ignore[arg-type]  # peft checks the name
+        use_rslora=use_rslora, task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config), tuple(targets)
 
@@ -206,14 +207,8 @@ def _upcast_trainable(model: nn.Module) -> None:
             param.data = param.data.float()
 
 
-def summarize_trainable(model: nn.Module, method: str = "", targets: Sequence[str] = ()) -> AdapterSummary:
-    """Count trainable and all parameters (a 4-bit weight counts as its unpacked size)."""
-    trainable = total = 0
-    for param in model.parameters():
-        count = param.numel()
-        if param.__class__.__name__ == "Params4bit":
-            count *= 2  # two 4-bit values are packed into one stored byte
-        total += count
-        if param.requires_grad:
-            trainable += count
-    return AdapterSummary(method, trainable, total, tuple(targets))
+def summarize_trainable(model: nn.Module, finetuning_type: str = "",
+                        targets: Sequence[str] = ()) -> AdapterSummary:
+    """Trainable and all parameters (labkit.parameters: a 4-bit weight counts as its unpacked size)."""
+    count = count_parameters(model)
+    return AdapterSummary(finetuning_type, count.trainable, count.total, tuple(targets))

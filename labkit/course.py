@@ -1,7 +1,9 @@
-"""`labkit course`: build the student notebooks from the solutions, and run the whole course.
+"""The course's notebooks: build the student versions from the solutions, and run them all
+(`labkit course build|run`, labkit.commands.course).
 
-    labkit course build [--check]     solutions/NN_*.ipynb -> notebooks/NN_*.ipynb
-    labkit course run [NOTEBOOK ...] [--solutions] [--out runs] [--timeout S] [--resume]
+    build(root)                      solutions/NN_*.ipynb -> {notebooks/NN_*.ipynb: text}
+    drift(root, built)               what in notebooks/ differs from a fresh build
+    run_notebooks(paths, out, ...)   execute headless in fast mode, each with a time limit
 
 Building replaces every solution region by a placeholder that keeps the notebook runnable:
 
@@ -19,11 +21,9 @@ every rebuild. docs/teaching.md has the full story.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import re
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -196,35 +196,19 @@ def drift(root: Path, built: dict[Path, str]) -> list[str]:
     return problems
 
 
-def build_command(root: Path, check: bool) -> int:
-    try:
-        built = build(root)
-    except BuildError as err:
-        print(f"labkit course build: {err}", file=sys.stderr)
-        return 2
-    if check:
-        problems = drift(root, built)
-        for problem in problems:
-            print(f"out of sync: {problem}", file=sys.stderr)
-        if problems:
-            print("run `labkit course build` and commit notebooks/", file=sys.stderr)
-            return 1
-        print(f"notebooks/ is in sync with solutions/ ({len(built)} notebooks)")
-        return 0
-    (root / "notebooks").mkdir(exist_ok=True)
+def write_built(built: dict[Path, str]) -> int:
+    """Write the built student notebooks whose text changed; returns how many were written."""
     changed = 0
     for target, text in built.items():
         if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             changed += 1
-    print(f"built {len(built)} student notebooks in notebooks/ ({changed} changed)")
-    for problem in drift(root, built):
-        print(f"warning: {problem}", file=sys.stderr)
-    return 0
+    return changed
 
 
 def _earlier_success(source: Path, output: Path) -> Execution | None:
-    """The result of an earlier successful run that is newer than the notebook (for --resume)."""
+    """The result of an earlier successful run that is newer than the notebook (for resume)."""
     if not output.exists() or output.stat().st_mtime < source.stat().st_mtime:
         return None
     try:
@@ -236,18 +220,11 @@ def _earlier_success(source: Path, output: Path) -> Execution | None:
     return Execution("ok", float(papermill["duration"]), "earlier run")
 
 
-def run_command(root: Path, paths: list[Path], solutions: bool, out: Path, timeout: float,
-                resume: bool) -> int:
-    if not paths:
-        folder = root / ("solutions" if solutions else "notebooks")
-        paths = sorted(folder.glob("*.ipynb"))
-        if not paths:
-            print(f"labkit course run: no notebooks in {folder}", file=sys.stderr)
-            return 2
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        print(f"labkit course run: no such notebook: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
+def run_notebooks(paths: list[Path], out: Path, *, timeout: float,
+                  resume: bool = False) -> list[tuple[Path, Execution]]:
+    """Execute each notebook headless in fast mode (FAST=True) into out/<its folder>/<its name>,
+    each in its own folder with a time limit; with resume, keep earlier successful runs that are
+    newer than their notebook."""
     results: list[tuple[Path, Execution]] = []
     with tempfile.TemporaryDirectory(prefix="labkit-course-", ignore_cleanup_errors=True) as scratch:
         for path in tqdm(paths, desc="course", unit="notebook"):
@@ -257,50 +234,4 @@ def run_command(root: Path, paths: list[Path], solutions: bool, out: Path, timeo
             results.append((path, done or execute_notebook(
                 path, output, cwd=path.resolve().parent, scratch=Path(scratch),
                 parameters={"FAST": True}, timeout=timeout)))
-    print_table(results)
-    print(f"executed notebooks in {out}/")
-    return 0 if all(r.status == "ok" for _, r in results) else 1
-
-
-def print_table(results: list[tuple[Path, Execution]]) -> None:
-    """notebook | status | seconds, then the error of each failed notebook."""
-    width = max(len("notebook"), *(len(str(p)) for p, _ in results))
-    print(f"{'notebook':<{width}} | status  | seconds")
-    print(f"{'-' * width}-|---------|--------")
-    for path, result in results:
-        print(f"{str(path):<{width}} | {result.status:<7} | {result.seconds:7.1f}")
-    for path, result in results:
-        if result.status != "ok":
-            print(f"{path}: {result.error}")
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", type=Path, default=Path.cwd(),
-                        help="the kit's root folder (default: here)")
-    parser = argparse.ArgumentParser(prog="labkit course",
-                                     description="build the student notebooks; run the course")
-    commands = parser.add_subparsers(dest="command", required=True)
-    build_parser = commands.add_parser("build", parents=[common], help="notebooks/ from solutions/")
-    build_parser.add_argument("--check", action="store_true",
-                              help="change nothing; exit 1 naming every notebook out of sync")
-    run_parser = commands.add_parser("run", parents=[common],
-                                     help="execute notebooks headless (FAST=True)")
-    run_parser.add_argument("paths", nargs="*", type=Path,
-                            help="notebooks to run (default: every notebooks/*.ipynb)")
-    run_parser.add_argument("--solutions", action="store_true",
-                            help="run solutions/*.ipynb instead of notebooks/")
-    run_parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs)")
-    run_parser.add_argument("--timeout", type=float, default=1800,
-                            help="seconds each notebook may run (default 1800)")
-    run_parser.add_argument("--resume", action="store_true",
-                            help="skip notebooks whose earlier run succeeded and is up to date")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    if args.command == "build":
-        return build_command(args.root, args.check)
-    return run_command(args.root, args.paths, args.solutions, args.out or args.root / "runs",
-                       args.timeout, args.resume)
+    return results

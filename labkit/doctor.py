@@ -1,14 +1,14 @@
-"""`labkit doctor`: what this machine is, and what the kit will do on it.
+"""What this machine is, and what the kit will do on it (`labkit doctor`, lesson 00).
+
+    print(render(report()))
 
 Paste its output into any question or bug report.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 from importlib import metadata
 
 PACKAGES = ("labkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
@@ -27,7 +27,7 @@ def report(check_network: bool = True) -> dict[str, str]:
     import torch
 
     from labkit import hardware
-    from labkit.loader import POCKET_LLM
+    from labkit.paths import CACHE_DIR, DATA_DIR, POCKET_LLM
 
     dev = hardware.device()
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
@@ -40,25 +40,24 @@ def report(check_network: bool = True) -> dict[str, str]:
         "device": str(dev),
         "compute dtype": str(hardware.compute_dtype(dev)).removeprefix("torch."),
         "trainer precision": ", ".join(f"{k}={v}" for k, v in hardware.trainer_precision(dev).items()),
+        "data": str(DATA_DIR),
         "pocket LLM": str(POCKET_LLM) if (POCKET_LLM / "config.json").is_file() else "not built yet",
+        "cache": str(CACHE_DIR),
     })
     if check_network:
         rows["offline"] = "yes" if hardware.is_offline() else "no (the hub is reachable)"
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="labkit doctor", description=__doc__)
-    parser.add_argument("--no-network", action="store_true", help="skip the offline check")
-    args = parser.parse_args(argv)
-    rows = report(check_network=not args.no_network)
+def missing_packages(rows: dict[str, str]) -> list[str]:
+    return [k for k, v in rows.items() if v == "MISSING"]
+
+
+def render(rows: dict[str, str]) -> str:
+    """The report as aligned `key  value` lines, with a verdict at the end."""
     width = max(map(len, rows))
-    missing = [k for k, v in rows.items() if v == "MISSING"]
-    for key, value in rows.items():
-        print(f"{key:<{width}}  {value}")
-    if missing:
-        print(f"\nFAIL: missing packages {missing}; run `make test` or `pip install -e .`",
-              file=sys.stderr)
-        return 1
-    print("\nOK: the kit can run here.")
-    return 0
+    lines = [f"{key:<{width}}  {value}" for key, value in rows.items()]
+    missing = missing_packages(rows)
+    verdict = (f"FAIL: missing packages {missing}; run `make test` or `pip install -e .`" if missing
+               else "OK: the kit can run here.")
+    return "\n".join(lines) + "\n\n" + verdict

@@ -32,24 +32,12 @@ from labkit import metrics
 from labkit.annotate.base import Annotator
 from labkit.data import Dataset, load, to_text
 from labkit.data.loading import LABEL, split_indices
-from labkit.noisy import fit_noisy
-from labkit.vertical import VerticalModel, make_model
+from labkit.noisy import NOISY_METHODS, fit_noisy
+from labkit.vertical import default_model, make_model, model_factory
 
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 # Rows of compare_noisy_methods that are not noisy-label methods.
 ZERO_SHOT, HARD_LABELS, SUPERVISED = "llm_zero_shot", "hard_labels", "supervised"
-# The noisy-label methods compared on the LLM's soft labels (labkit.noisy.METHODS).
-NOISY_METHODS: tuple[str, ...] = ("naive", "early_stop", "confident", "cleanlab", "forward",
-                                  "co_teaching", "divide_mix")
-# Kept between runs: the text model's MiniLM embeddings, the lessons' LLM answers and results.
-CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
-SKLEARN_MODELS = ("logistic", "boosting")
-TORCH_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "patience", "progress", "swap_rate")
-
-
-def default_model(dataset: Dataset) -> str:
-    """The vertical model used when none is named: the MLP for tables, MiniLM for text."""
-    return "text_minilm" if dataset.schema.kind == "text" else "mlp"
 
 
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -57,21 +45,8 @@ def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"auc": metrics.auc(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
 
-def new_model(dataset: Dataset, model_name: str | None, seed: int, **options: Any) -> VerticalModel:
-    """An unfitted vertical model for the dataset, quiet (no progress bar per fit).
-
-    Training options of the torch models (epochs, patience, ...) are dropped for the
-    scikit-learn models, so one set of options serves a comparison of all models. The text
-    model keeps its embeddings in CACHE_DIR unless told otherwise.
-    """
-    name = model_name or default_model(dataset)
-    if name in SKLEARN_MODELS:
-        options = {k: v for k, v in options.items() if k not in TORCH_TRAINING}
-    else:
-        options.setdefault("progress", False)
-    if name == "text_minilm":
-        options.setdefault("cache_dir", CACHE_DIR)
-    return make_model(name, dataset.schema, seed=seed, **options)
+def _model_name(dataset: Dataset, model_name: str | None) -> str:
+    return model_name or default_model(dataset.schema, "experiments")
 
 
 def supervised_runs(dataset_name: str, model_name: str | None = None,
@@ -85,7 +60,7 @@ def supervised_runs(dataset_name: str, model_name: str | None = None,
     for fast runs (see `run_data`). model_options go to the model's constructor (e.g. epochs=30).
     """
     rows = []
-    name = model_name or default_model(load(dataset_name))
+    name = _model_name(load(dataset_name), model_name)
     for seed in tqdm(list(seeds), desc=f"{dataset_name} {name}", disable=not progress,
                      leave=False):
         data = run_data(dataset_name, seed, max_train_rows, max_eval_rows)
@@ -99,7 +74,8 @@ def supervised_runs(dataset_name: str, model_name: str | None = None,
 def supervised_bound(dataset_names: str | Sequence[str], model_names: str | Sequence[str] | None = None,
                      seeds: Iterable[int] = SEEDS, **options: Any) -> pd.DataFrame:
     """Mean and standard deviation over seeds of supervised test AUC and accuracy, one row per
-    (dataset, model). model_names None: each dataset's default model. options: see supervised_runs."""
+    (dataset, model). model_names None: each dataset's default model (labkit.vertical.DEFAULT_MODELS,
+    "experiments"). options: see supervised_runs."""
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     models = [model_names] if isinstance(model_names, str) or model_names is None else model_names
     seed_list = tuple(seeds)
@@ -216,7 +192,8 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
     y_test, X_test = data.gold("test"), data.features("test")
     options = dict(model_options or {})
     if method == SUPERVISED:
-        model = new_model(data.ds, model_name, data.ds.seed, **options)
+        model = make_model(_model_name(data.ds, model_name), data.ds.schema, quiet=True,
+                           seed=data.ds.seed, **options)
         model.fit(data.features("train"), data.gold("train"),
                   validation=(data.features("val"), data.gold("val")))
         return scores(y_test, model.predict_proba(X_test))
@@ -230,10 +207,7 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
     extra = (method_options or {}).get(method, {})
     if method == HARD_LABELS:  # SERVAL's baseline: the rounded answers, standard training
         targets, validation, method = (targets >= 0.5).astype(float), None, "naive"
-
-    def factory(seed: int) -> VerticalModel:
-        return new_model(data.ds, model_name, seed, **options)
-
+    factory = model_factory(model_name, data.ds.schema, purpose="experiments", **options)
     model = fit_noisy(method, factory, data.features("train"), targets, validation=validation,
                       seed=data.ds.seed, **extra)
     return scores(y_test, model.predict_proba(X_test))
@@ -259,7 +233,7 @@ def compare_noisy_methods(dataset_name: str, llm: np.ndarray,
     interrupted comparison resumes, and new answers or options are never mixed with old runs;
     refused runs are tried again.
     """
-    name = model_name or default_model(load(dataset_name))
+    name = _model_name(load(dataset_name), model_name)
     config = run_config(llm, name, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
                         model_options=model_options, method_options=method_options)
     path = Path(results) if results is not None else None

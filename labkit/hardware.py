@@ -2,12 +2,15 @@
 
 On a CPU everything runs in fp32: bf16/fp16 matrix products are hundreds of times slower there.
 On a GPU we use bf16 where the card supports it (Ampere and newer), else fp16.
+`seeded` fixes torch's random state (and thread count) for one block on every device.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -51,3 +54,25 @@ def is_offline(timeout: float = 1.0) -> bool:
     except OSError:
         return True
     return False
+
+
+@contextmanager
+def seeded(seed: int | None, threads: int | None = None) -> Iterator[None]:
+    """Run a block with torch's random state seeded (None: left as it is) and, optionally, a
+    number of CPU threads; the caller's random state and thread count are restored after it.
+
+    Weight initialization, dropout and sampling draw from the global generators; forking them makes
+    the block reproducible without changing the random stream of the code around it.
+    """
+    before = torch.get_num_threads()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if threads is not None:
+                torch.set_num_threads(before)

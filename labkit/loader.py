@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from labkit import hardware
+from labkit.parameters import count_parameters, logical_numel
+from labkit.paths import POCKET_LLM  # the embedded default, pre-trained by `labkit pretrain`
 
-# The embedded default: pre-trained by `labkit pretrain` and shipped with the kit.
-POCKET_LLM = Path(__file__).resolve().parent.parent / "data" / "models" / "pocket-llm"
 # Names a lesson's MODEL parameter may use for it (besides None and the path itself).
 POCKET_NAMES = ("pocket", "pocket-llm")
 
@@ -128,7 +128,7 @@ def load_model(
     quantization: None, "8bit" or "4bit" (bitsandbytes; works on CPU too).
     attn_implementation: "eager", "sdpa", ... (None: the transformers default, sdpa).
     dtype: "auto" takes the kit's rule (labkit.hardware.compute_dtype); or a torch dtype.
-    gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
+    gradient_checkpointing: recompute activations in the backward pass (less memory, more compute).
     device: where to put the model; None takes labkit.hardware.device().
     Further keyword arguments go to from_pretrained.
     """
@@ -149,7 +149,7 @@ def load_model(
         options.setdefault("device_map", {"": str(dev)})
     model = AutoModelForCausalLM.from_pretrained(source, **options)
     if bnb is None and "device_map" not in options:
-        model = model.to(dev)
+        model.to(dev)  # type: ignore[arg-type]  # in place; transformers' wrapper of .to confuses mypy
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
@@ -164,7 +164,7 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return value
 
 
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     """Recompute activations in the backward pass; the KV cache is useless while training."""
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -220,22 +220,13 @@ class ModelSummary:
 
 
 def summarize(model: torch.nn.Module) -> ModelSummary:
-    """Count parameters and bytes of a loaded model.
-
-    bitsandbytes stores 4-bit weights packed two per byte in a uint8 tensor: we count the
-    elements the layer stands for (its logical shape), and the bytes actually held.
-    """
-    parameters = trainable = size = 0
+    """Count parameters (labkit.parameters: a 4-bit weight counts as the weight it stands for) and
+    the bytes actually held in memory."""
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     dtypes: dict[str, int] = {}
     for param in model.parameters():
-        count = _logical_numel(param)
-        parameters += count
-        trainable += count if param.requires_grad else 0
-        size += param.numel() * param.element_size()
         name = str(param.dtype).removeprefix("torch.")
-        dtypes[name] = dtypes.get(name, 0) + count
-    for buffer in model.buffers():
-        size += buffer.numel() * buffer.element_size()
+        dtypes[name] = dtypes.get(name, 0) + logical_numel(param)
     config = getattr(model, "config", None)
     quant = getattr(config, "quantization_config", None)
     quant_name = None
@@ -243,23 +234,17 @@ def summarize(model: torch.nn.Module) -> ModelSummary:
         get = quant.get if isinstance(quant, dict) else lambda key: getattr(quant, key, None)
         quant_name = "4bit" if get("load_in_4bit") else "8bit" if get("load_in_8bit") else "other"
     first = next(model.parameters(), None)
+    count = count_parameters(model)
     return ModelSummary(
         name=str(getattr(config, "name_or_path", "") or type(model).__name__),
-        parameters=parameters,
-        trainable=trainable,
+        parameters=count.total,
+        trainable=count.trainable,
         dtype=", ".join(sorted(dtypes, key=lambda k: -dtypes[k])) or "none",
         bytes=size,
         device=str(first.device) if first is not None else "none",
         quantization=quant_name,
         attn_implementation=getattr(config, "_attn_implementation", None),
     )
-
-
-def _logical_numel(param: torch.Tensor) -> int:
-    """The number of weights a parameter stands for (bitsandbytes Params4bit keep the real shape)."""
-    quant_state = getattr(param, "quant_state", None)
-    shape = getattr(quant_state, "shape", None)
-    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
 
 
 def _human_bytes(n: int) -> str:

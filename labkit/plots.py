@@ -104,7 +104,7 @@ def probability_histograms(readings: Mapping[str, object], labels: object, bins:
     return fig
 
 
-def probability_scatter(x: object, y: object, labels: object, x_label: str, y_label: str,
+def probability_scatter(x: object, y: object, labels: object, x_label: str, y_label: str, *,
                         jitter: float = 0.0, seed: int = 0) -> Figure:
     """Two readings of the same records against each other, one dot per record, coloured by gold
     label, with the diagonal (the two agree) and the 0.5 lines (the two decide alike).

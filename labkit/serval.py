@@ -11,26 +11,29 @@ Each iteration:
    the next LoRA is fresh, not stacked);
 4. both are evaluated on the test split.
 
-Gold labels are read in one place only, `_evaluate`, and only for the test split; a test shows that
-permuting them leaves every trained weight unchanged. A supervised reference (the same vertical
-model trained on the gold training labels) is computed beside the loop for the results table.
+The loop itself never reads a gold label: a test shows that permuting them leaves every trained
+weight unchanged. Gold labels are read in two places beside it, for the results table only:
+`_evaluate` scores the test split, and `supervised_reference` trains the same vertical model on
+the gold training labels (stopping early on the gold validation labels), the bound it is compared
+with.
 
 Everything lands in `out_dir/<task>/`: the annotation cache, one folder per finished iteration
 (record.json and the merged LLM weights), the SFT checkpoints of the iteration in progress. A run
 that is killed and started again skips the finished iterations, resumes back-tuning from its last
 checkpoint, and ends with the same numbers. `run.json` holds the settings and the LLM's fingerprint:
-a folder made with other ones is refused rather than mixed into the table.
+a folder made with other ones is refused (labkit.runs) rather than mixed into the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import math
 import shutil
 import time
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +41,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit import metrics
+from labkit import metrics, runs
 from labkit.annotate import LocalAnnotator, model_fingerprint
-from labkit.backtune import Answers, backtune_examples
-from labkit.data import SERVAL_TASKS, TEXT_TASKS, Dataset, load, to_text
+from labkit.annotate.base import MODES, Mode
+from labkit.backtune import ANSWERS, Answers, backtune_examples
+from labkit.chat import CausalLM
+from labkit.config import option, require, require_choice, settings
+from labkit.data import SERVAL_TASKS, STYLES, TEXT_TASKS, Dataset, load, to_text
+from labkit.data.text import Style
 from labkit.loader import load_model, load_tokenizer
-from labkit.noisy import fit_noisy
+from labkit.noisy import NOISY_METHODS, NoisyMethod, fit_noisy
+from labkit.noisy.selection import Balance
 from labkit.train import SFTConfig, checkpoint, train_sft
-from labkit.vertical import MODELS, TorchModel, VerticalModel, make_model
+from labkit.vertical import MODELS, ModelName, VerticalModel, model_factory
+
+logger = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = SERVAL_TASKS + TEXT_TASKS
 ABLATIONS: tuple[str, ...] = ("full", "no_confidence_filter", "hard_labels", "soft_labels", "one_iteration")
@@ -53,50 +63,71 @@ ABLATIONS: tuple[str, ...] = ("full", "no_confidence_filter", "hard_labels", "so
 
 @dataclass
 class ServalConfig:
-    """Everything that decides a SERVAL run.
+    """Everything that decides a SERVAL run; the back-tuning fields carry SFTConfig's names
+    (LlamaFactory's). A None field follows the data (the default_* functions of this module)."""
 
-    mode: how the LLM's soft label is read ("token": P(Yes); "verbalized": the stated probability).
-    vertical: a labkit.vertical model name (None: logistic regression for tables, MiniLM for
-    text; see default_vertical). method: a labkit.noisy method (None: "naive" for tables,
-    "confident" for text; see default_method). answers / threshold / balance: what back-tuning
-    teaches (labkit.backtune) and the confidence selection of its rows (None: as the method
-    learned, see backtune_settings). hard_labels: round the LLM's probabilities to 0/1 before the
-    vertical model sees them (None: on tables, see default_hard_labels). max_train_rows: a
-    stratification-free cap on the training rows used (fast mode); None uses the whole split.
-    """
+    iterations: int = option(
+        2, "rounds of annotate, train the vertical model, back-tune; more extend a finished run",
+        bookkeeping=True)
+    mode: Mode = option("token", "how the LLM's soft label is read: token (P(Yes)), verbalized "
+                                 "(the probability it states) or hard (Yes/No as 1/0)")
+    style: Style = option("list", "how a record is written for the LLM: list or prose")
+    vertical: ModelName | None = option(
+        None, "the vertical model; None: logistic regression for tables, MiniLM for text "
+              "(labkit.vertical.DEFAULT_MODELS, 'serval')")
+    vertical_options: dict[str, Any] = option(
+        factory=dict, help="options of the vertical model's constructor, e.g. {\"epochs\": 8}")
+    noisy_method: NoisyMethod | None = option(
+        None, "the labkit.noisy method that trains the vertical model; None: naive on tables, "
+              "confident on text (default_noisy_method)")
+    answers: Answers | None = option(
+        None, "what back-tuning teaches (labkit.backtune); None: as the noisy method learned "
+              "(backtune_settings)")
+    threshold: float | None = option(
+        None, "confidence of the rows back-tuning teaches; None: see backtune_settings")
+    balance: Balance | None = option(
+        None, "class balance of the back-tuning rows: equal, prior or none; None: see backtune_settings")
+    hard_labels: bool | None = option(
+        None, "round the LLM's answers to 0/1 before the vertical model learns them; None: on tables, "
+              "unless one class would be left (default_hard_labels)")
+    max_train_rows: int | None = option(
+        None, "a random subset of the training rows (fast runs; no label is read); None: all")
+    max_backtune_examples: int = option(800, "at most this many back-tuning examples (whole rows)")
+    lora_rank: int = option(16, "back-tuning: rank of the LoRA update")
+    lora_alpha: int = option(32, "back-tuning: the LoRA update is scaled by lora_alpha / lora_rank")
+    learning_rate: float = option(1e-3, "back-tuning: peak learning rate")
+    num_train_epochs: int = option(
+        4, "back-tuning: epochs, with a checkpoint after each (see choose_epoch)")
+    choose_epoch: bool = option(
+        True, "keep the epoch whose LLM ranks the validation rows most like the vertical model "
+              "(Spearman; no label read), or none when tuning moves it away; False: the last epoch")
+    per_device_train_batch_size: int = option(16, "back-tuning: examples per batch")
+    cutoff_len: int = option(1024, "back-tuning: longest example in tokens (the pocket LLM's positions)")
+    seed: int = option(0, "the split, every model's initialization and every sample drawn")
+    progress: bool = option(True, "show progress bars", bookkeeping=True)
 
-    iterations: int = 2
-    mode: str = "token"
-    style: str = "list"
-    vertical: str | None = None
-    vertical_options: dict[str, Any] = field(default_factory=dict)
-    method: str | None = None
-    answers: Answers | None = None
-    threshold: float | None = None
-    balance: str | None = None
-    hard_labels: bool | None = None
-    max_train_rows: int | None = None
-    max_backtune_examples: int = 800
-    lora_r: int = 16
-    lora_alpha: float = 32
-    learning_rate: float = 1e-3
-    # How long to back-tune is chosen without labels: a checkpoint per epoch, and the LLM keeps the
-    # epoch whose answers on the validation split rank the rows most like the vertical model
-    # (Spearman), or none (epoch 0) when tuning moves it away: 3 epochs on HCV, none on heart,
-    # where the vertical model is a copy of the LLM (docs/fine_tuning.md).
-    epochs: int = 4
-    choose_epoch: bool = True  # False: keep the last epoch
-    batch_size: int = 16
-    cutoff: int = 1024  # the pocket LLM's positions: a long abstract is taught whole
-    seed: int = 0
-    progress: bool = True
+    def __post_init__(self) -> None:
+        require_choice(self, "mode", MODES)
+        require_choice(self, "style", STYLES)
+        for name, choices in (("vertical", MODELS), ("noisy_method", NOISY_METHODS),
+                              ("answers", ANSWERS), ("balance", typing.get_args(Balance))):
+            if getattr(self, name) is not None:
+                require_choice(self, name, choices)
+        require(self.threshold is None or 0.5 <= self.threshold < 1, self, "threshold",
+                "use a confidence in [0.5, 1), or None")
+        for name in ("iterations", "max_backtune_examples", "lora_rank", "num_train_epochs",
+                     "per_device_train_batch_size", "cutoff_len"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.max_train_rows is None or self.max_train_rows >= 10, self, "max_train_rows",
+                "use at least 10 rows, or None for all")
+        require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
 
     def ablation(self, name: str) -> ServalConfig:
         """This config changed as one of the paper's ablations (see ABLATIONS)."""
         if name == "full":
             return replace(self)
         if name == "no_confidence_filter":
-            return replace(self, method="naive", threshold=0.5, balance="none")
+            return replace(self, noisy_method="naive", threshold=0.5, balance="none")
         if name == "hard_labels":
             return replace(self, hard_labels=True)
         if name == "soft_labels":
@@ -122,7 +153,7 @@ class IterationRecord:
     selected: dict[str, int]
     backtune_examples: int
     backtune_loss: float
-    backtune_epoch: int  # the epoch kept (0: none; see ServalConfig.epochs)
+    backtune_epoch: int  # the epoch kept (0: none; see ServalConfig.num_train_epochs)
     backtune_agreement: list[float]  # per epoch from 0: Spearman of LLM vs vertical model on val
     seconds: dict[str, float]
 
@@ -157,48 +188,39 @@ class ServalResult:
 # --- the pieces of one iteration ---------------------------------------------------------------
 
 
-def default_vertical(dataset: Dataset) -> str:
-    """MiniLM for text; for tables logistic regression, not the paper's FT-Transformer: the pocket
-    LLM's answers are a logistic rule plus its own per-record slips, and a linear model keeps the
-    rule and smooths the slips away, where the FT-Transformer copies both (rank correlation
-    0.97-0.99 with the LLM) and has nothing left to teach it back (docs/fine_tuning.md)."""
-    return "text_minilm" if dataset.schema.kind == "text" else "logistic"
-
-
-def default_method(dataset: Dataset) -> str:
+def default_noisy_method(dataset: Dataset) -> str:
     """The noisy-label method that did best on the pocket LLM's labels (benchmarks/noisy_labels.py,
     docs/noisy_labels.md): on the tables its answers are a smooth function of the features, which
     plain training distills best ("naive"); on the abstracts its lexicon is wrong often enough that
-    training on the confident, class-balanced answers only ("confident") wins by a wide margin."""
+    training on the confident, class-balanced answers only ("confident") wins."""
     return "confident" if dataset.schema.kind == "text" else "naive"
 
 
 def default_hard_labels(dataset: Dataset, p_train: np.ndarray) -> bool:
     """Round the LLM's answers to 0/1 on the tables, keep them soft on text.
 
-    Measured over three seeds (docs/fine_tuning.md): a logistic teacher trained on the rounded
-    answers ranks better than one trained on the probabilities, whose sizes carry the LLM's slips
-    (LLM after the loop, heart +0.029 to +0.074, early diabetes +0.014 to +0.015, ILPD +0.002 to
-    +0.028). Where the LLM never leans to one class (HCV: no answer above 0.5), rounding would
-    leave a single class: the answers stay soft.
+    A logistic teacher trained on the rounded answers ranks better than one trained on the
+    probabilities, whose sizes carry the LLM's slips (measured over three seeds,
+    docs/fine_tuning.md). Where the LLM never leans to one class (HCV: no answer above 0.5),
+    rounding would leave a single class: the answers stay soft.
     """
     rounded = np.round(p_train[~np.isnan(p_train)])
     return bool(dataset.schema.kind != "text" and 0 < rounded.mean() < 1)
 
 
-def backtune_settings(method: str, config: ServalConfig) -> tuple[Answers, float, str]:
+def backtune_settings(noisy_method: str, config: ServalConfig) -> tuple[Answers, float, Balance]:
     """(answers, threshold, balance) of back-tuning; None fields follow the noisy-label method.
 
     The vertical model teaches back what it learned from: trained on every row's label ("naive"
     and the other all-row methods), it teaches every row its probability (soft Yes/No
     answers, no selection); trained on the confident rows only ("confident"), it teaches the
     classes of the rows it is at least 0.7 sure of, as many of each class, as a Yes/No and a
-    probability answer (at 0.8 some tables had 10 rows per class, too few to teach).
+    probability answer (at 0.8 some tables had too few rows per class to teach).
     """
-    confident = method == "confident"
-    answers = config.answers or ("both" if confident else "soft")
+    confident = noisy_method == "confident"
+    answers: Answers = config.answers or ("both" if confident else "soft")
     threshold = config.threshold if config.threshold is not None else (0.7 if confident else 0.5)
-    balance = config.balance or ("equal" if confident else "none")
+    balance: Balance = config.balance or ("equal" if confident else "none")
     return answers, threshold, balance
 
 
@@ -227,15 +249,8 @@ def annotate(annotator: LocalAnnotator, texts: list[str], dataset: Dataset) -> t
 
 
 def vertical_factory(dataset: Dataset, config: ServalConfig) -> Callable[[int], VerticalModel]:
-    """seed -> a new, unfitted vertical model of the configured kind (quiet: the loop reports)."""
-    name = config.vertical or default_vertical(dataset)
-    quiet = {"progress": False} if issubclass(MODELS[name], TorchModel) else {}
-    options = {**quiet, **config.vertical_options}
-
-    def factory(seed: int) -> VerticalModel:
-        return make_model(name, dataset.schema, seed=seed, **options)
-
-    return factory
+    """seed -> a new, quiet, unfitted vertical model of the configured kind."""
+    return model_factory(config.vertical, dataset.schema, purpose="serval", **config.vertical_options)
 
 
 def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
@@ -243,7 +258,8 @@ def fit_vertical(dataset: Dataset, X: pd.DataFrame, targets: np.ndarray,
     """Train the vertical model on (noisy) targets; rows without a target are left out."""
     known, val_known = ~np.isnan(targets), ~np.isnan(validation[1])
     X_val, y_val = validation
-    return fit_noisy(config.method or default_method(dataset), vertical_factory(dataset, config),
+    method = config.noisy_method or default_noisy_method(dataset)
+    return fit_noisy(method, vertical_factory(dataset, config),
                      X[known].reset_index(drop=True), targets[known],
                      validation=(X_val[val_known].reset_index(drop=True), y_val[val_known]), seed=config.seed)
 
@@ -258,14 +274,16 @@ def backtune(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, An
     kept: where no epoch scores above the untuned model, the adapter is dropped (epoch 0).
     Returns the model, the last training loss, the epoch kept and the scores (from epoch 0).
     """
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    sft = SFTConfig(output_dir=output_dir, method="lora", lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-                    learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-                    cutoff=config.cutoff, seed=config.seed, save_steps=per_epoch,
-                    save_total_limit=config.epochs, progress=config.progress)
+    per_epoch = math.ceil(len(examples) / config.per_device_train_batch_size)
+    sft = SFTConfig(output_dir=output_dir, finetuning_type="lora", lora_rank=config.lora_rank,
+                    lora_alpha=config.lora_alpha, learning_rate=config.learning_rate,
+                    num_train_epochs=config.num_train_epochs,
+                    per_device_train_batch_size=config.per_device_train_batch_size,
+                    cutoff_len=config.cutoff_len, seed=config.seed, save_steps=per_epoch,
+                    save_total_limit=config.num_train_epochs, progress=config.progress)
     scores = [judge(model)] if judge is not None else []  # before the adapter is attached
     result = train_sft(model, tokenizer, examples, sft, resume=True)
-    epoch = config.epochs
+    epoch = config.num_train_epochs
     if judge is not None:
         ends = checkpoint.checkpoints(output_dir)  # one per epoch, the last is the model in hand
         for end in ends:
@@ -273,17 +291,16 @@ def backtune(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, An
             scores.append(judge(result.model))
         epoch = int(np.argmax(scores))  # the first of equal scores: the shorter tuning
         if epoch == 0:
-            return result.model.unload(), result.final_loss, 0, scores
+            return result.model.unload(), result.final_loss, 0, scores  # type: ignore[operator]
         checkpoint.load(ends[epoch - 1], result.model)
-    return result.model.merge_and_unload(), result.final_loss, epoch, scores
+    return result.model.merge_and_unload(), result.final_loss, epoch, scores  # type: ignore[operator]
 
 
 def _agreement_judge(tokenizer: Any, texts: list[str], p_vertical: np.ndarray, dataset: Dataset,
                      config: ServalConfig, cache: Path) -> Callable[[torch.nn.Module], float]:
     """model -> how alike it ranks the rows as the vertical model (Spearman; no gold label)."""
     def judge(model: torch.nn.Module) -> float:
-        annotator = LocalAnnotator(model, tokenizer, mode=config.mode, cache=cache,  # type: ignore[arg-type]
-                                   progress=False)
+        annotator = LocalAnnotator(model, tokenizer, mode=config.mode, cache=cache, progress=False)
         p_llm, _ = annotate(annotator, texts, dataset)
         known = ~np.isnan(p_llm)
         value = metrics.agreement(p_llm[known], p_vertical[known])["rank_correlation"]
@@ -293,7 +310,7 @@ def _agreement_judge(tokenizer: Any, texts: list[str], p_vertical: np.ndarray, d
 
 
 def _evaluate(dataset: Dataset, p_test: np.ndarray) -> tuple[float, float]:
-    """AUC and accuracy on the test split: the only place the loop reads gold labels."""
+    """AUC and accuracy on the test split (gold labels: the results table only)."""
     gold = dataset.labels("test")
     known = ~np.isnan(p_test)
     return metrics.auc(gold[known], p_test[known]), metrics.accuracy(gold[known], p_test[known])
@@ -319,117 +336,120 @@ def _load_llm(path: str | Path | None) -> tuple[torch.nn.Module, Any]:
     return model, load_tokenizer(path)
 
 
-# Settings that change no result: a run may resume with other values (more iterations add to it).
-_BOOKKEEPING = ("iterations", "progress")
+@dataclass
+class _Task:
+    """One task's data as the loop uses it: the rows, their texts, and where the run lives."""
+
+    dataset: Dataset
+    config: ServalConfig
+    folder: Path
+    X_train: pd.DataFrame
+    texts: dict[str, list[str]]
+
+    @classmethod
+    def prepare(cls, dataset: Dataset, config: ServalConfig, out_dir: Path) -> _Task:
+        rows = _train_rows(dataset, config)
+        texts = {"train": _texts(dataset, "train", config, rows), "val": _texts(dataset, "val", config),
+                 "test": _texts(dataset, "test", config)}
+        X_train = dataset.features("train").iloc[rows].reset_index(drop=True)
+        return cls(dataset, config, out_dir / dataset.schema.name, X_train, texts)
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "answers.sqlite"
+
+    def annotator(self, model: torch.nn.Module, tokenizer: Any) -> LocalAnnotator:
+        return LocalAnnotator(model, tokenizer, mode=self.config.mode, cache=self.cache,
+                              progress=self.config.progress)
 
 
-def _claim(folder: Path, config: ServalConfig, llm: str) -> None:
-    """Mark `folder` as this config's and this LLM's; refuse to resume a run made with others
-    (its finished iterations would be mixed into this one's table)."""
-    mine = {"llm": llm, **{k: v for k, v in asdict(config).items() if k not in _BOOKKEEPING}}
-    mine = json.loads(json.dumps(mine, default=str))  # as it reads back (tuples become lists)
-    path = folder / "run.json"
-    fix = "delete the folder to start over, or pass another out_dir (--out)."
-    if not path.is_file():
-        if any(folder.glob("iteration_*")):
-            raise ValueError(f"{folder} holds a SERVAL run that recorded no settings "
-                             f"(an older labkit): {fix}")
-        path.write_text(json.dumps(mine, indent=2))
-        return
-    saved = json.loads(path.read_text())
-    changed = sorted(k for k in mine.keys() | saved.keys() if saved.get(k) != mine.get(k))
-    if changed:
-        raise ValueError(f"{folder} holds a SERVAL run with other settings ({', '.join(changed)}): {fix}")
+def _iteration(task: _Task, it: int, model: CausalLM,
+               tokenizer: Any) -> tuple[IterationRecord, CausalLM]:
+    """One round: annotate, train the vertical model, back-tune; saves it in iteration_<it>/."""
+    dataset, config = task.dataset, task.config
+    X_val, X_test = dataset.features("val"), dataset.features("test")
+    seconds: dict[str, float] = {}
+    annotator = task.annotator(model, tokenizer)
+    start = time.perf_counter()
+    p_train, missing = annotate(annotator, task.texts["train"], dataset)
+    p_val, missing_val = annotate(annotator, task.texts["val"], dataset)
+    p_test, _ = annotate(annotator, task.texts["test"], dataset)
+    seconds["annotate"] = time.perf_counter() - start
+    hard = default_hard_labels(dataset, p_train) if config.hard_labels is None else config.hard_labels
+    targets, val_targets = (np.round(p_train), np.round(p_val)) if hard else (p_train, p_val)
+
+    start = time.perf_counter()
+    vertical = fit_vertical(dataset, task.X_train, targets, (X_val, val_targets), config)
+    p_vertical = {"train": vertical.predict_proba(task.X_train), "val": vertical.predict_proba(X_val),
+                  "test": vertical.predict_proba(X_test)}
+    seconds["vertical"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    answers, threshold, balance = backtune_settings(config.noisy_method or default_noisy_method(dataset),
+                                                    config)
+    examples, selection = backtune_examples(task.texts["train"], p_vertical["train"], dataset.schema.task,
+                                            answers=answers, threshold=threshold, balance=balance,
+                                            max_examples=config.max_backtune_examples, seed=config.seed)
+    judge = _agreement_judge(tokenizer, task.texts["val"], p_vertical["val"], dataset, config, task.cache)
+    model, loss, epoch, scores = backtune(model, tokenizer, examples, config, task.folder / f"sft_{it}",
+                                          judge if config.choose_epoch else None)
+    seconds["backtune"] = time.perf_counter() - start
+
+    llm_auc, llm_acc = _evaluate(dataset, p_test)
+    vertical_auc, vertical_acc = _evaluate(dataset, p_vertical["test"])
+    known = ~np.isnan(p_test)
+    agreement = float(np.mean((p_test[known] >= 0.5) == (p_vertical["test"][known] >= 0.5)))
+    record = IterationRecord(
+        iteration=it, llm_auc=llm_auc, llm_accuracy=llm_acc, vertical_auc=vertical_auc,
+        vertical_accuracy=vertical_acc, agreement=agreement, annotated=len(p_train) + len(p_val),
+        missing_annotations=missing + missing_val, hard_labels=hard,
+        selected={str(k): v for k, v in selection.counts.items()},
+        backtune_examples=len(examples), backtune_loss=loss,
+        backtune_epoch=epoch, backtune_agreement=[round(x, 4) for x in scores],
+        seconds={k: round(v, 1) for k, v in seconds.items()})
+    done = task.folder / f"iteration_{it}"
+    done.mkdir(parents=True, exist_ok=True)
+    np.savez(done / "test_predictions.npz", llm=p_test, vertical=p_vertical["test"])
+    model.save_pretrained(done / "llm")
+    tokenizer.save_pretrained(done / "llm")
+    runs.atomic_write_text(done / "record.json", json.dumps(asdict(record), indent=2))  # marks it done
+    shutil.rmtree(task.folder / f"sft_{it}", ignore_errors=True)  # its weights are merged and saved
+    return record, model
 
 
 def run(task: str | Dataset, llm: str | Path | None = None, config: ServalConfig | None = None,
-        out_dir: str | Path = "runs/serval", log: Callable[[str], None] = print) -> ServalResult:
+        out_dir: str | Path = "runs/serval", log: Callable[[str], None] | None = None) -> ServalResult:
     """Run the SERVAL loop on one task and return its records (see the module docstring).
 
-    llm: a model folder or hub id (None: the embedded pocket LLM).
+    llm: a model folder or hub id (None: the embedded pocket LLM). log: where progress lines go
+    (default: this module's logger; `labkit serval` prints them).
     """
     config = config or ServalConfig()
+    say = log or logger.info
     dataset = load(task, seed=config.seed) if isinstance(task, str) else task
+    data = _Task.prepare(dataset, config, Path(out_dir))
     name = dataset.schema.name
-    folder = Path(out_dir) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    cache = folder / "answers.sqlite"
-
-    rows = _train_rows(dataset, config)
-    X_train = dataset.features("train").iloc[rows].reset_index(drop=True)
-    X_val, X_test = dataset.features("val"), dataset.features("test")
-    texts = {"train": _texts(dataset, "train", config, rows), "val": _texts(dataset, "val", config),
-             "test": _texts(dataset, "test", config)}
-
     model, tokenizer = _load_llm(llm)
-    _claim(folder, config, model_fingerprint(model, tokenizer))
+    runs.claim(data.folder, {"llm": model_fingerprint(model, tokenizer), **settings(config)})
     records: list[IterationRecord] = []
     for it in range(1, config.iterations + 1):
-        done = folder / f"iteration_{it}"
+        done = data.folder / f"iteration_{it}"
         if (done / "record.json").is_file():
             records.append(IterationRecord(**json.loads((done / "record.json").read_text())))
             model, tokenizer = _load_llm(done / "llm")
-            log(f"{name}: iteration {it} already done, loaded from {done}")
+            say(f"{name}: iteration {it} already done, loaded from {done}")
             continue
-        seconds: dict[str, float] = {}
-        annotator = LocalAnnotator(model, tokenizer, mode=config.mode, cache=cache,  # type: ignore[arg-type]
-                                   progress=config.progress)
-        start = time.perf_counter()
-        p_train, missing = annotate(annotator, texts["train"], dataset)
-        p_val, missing_val = annotate(annotator, texts["val"], dataset)
-        p_test, _ = annotate(annotator, texts["test"], dataset)
-        seconds["annotate"] = time.perf_counter() - start
-        hard = default_hard_labels(dataset, p_train) if config.hard_labels is None else config.hard_labels
-        targets = np.round(p_train) if hard else p_train
-        val_targets = np.round(p_val) if hard else p_val
-
-        start = time.perf_counter()
-        vertical = fit_vertical(dataset, X_train, targets, (X_val, val_targets), config)
-        p_vertical_train = vertical.predict_proba(X_train)
-        p_vertical_val = vertical.predict_proba(X_val)
-        p_vertical_test = vertical.predict_proba(X_test)
-        seconds["vertical"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        answers, threshold, balance = backtune_settings(config.method or default_method(dataset), config)
-        examples, selection = backtune_examples(texts["train"], p_vertical_train, dataset.schema.task,
-                                                answers=answers, threshold=threshold,
-                                                balance=balance,  # type: ignore[arg-type]
-                                                max_examples=config.max_backtune_examples, seed=config.seed)
-        judge = _agreement_judge(tokenizer, texts["val"], p_vertical_val, dataset, config, cache)
-        model, loss, epoch, scores = backtune(model, tokenizer, examples, config, folder / f"sft_{it}",
-                                              judge if config.choose_epoch else None)
-        seconds["backtune"] = time.perf_counter() - start
-
-        llm_auc, llm_acc = _evaluate(dataset, p_test)
-        vertical_auc, vertical_acc = _evaluate(dataset, p_vertical_test)
-        known = ~np.isnan(p_test)
-        agreement = float(np.mean((p_test[known] >= 0.5) == (p_vertical_test[known] >= 0.5)))
-        record = IterationRecord(
-            iteration=it, llm_auc=llm_auc, llm_accuracy=llm_acc, vertical_auc=vertical_auc,
-            vertical_accuracy=vertical_acc, agreement=agreement, annotated=len(p_train) + len(p_val),
-            missing_annotations=missing + missing_val, hard_labels=hard,
-            selected={str(k): v for k, v in selection.counts.items()},
-            backtune_examples=len(examples), backtune_loss=loss,
-            backtune_epoch=epoch, backtune_agreement=[round(x, 4) for x in scores],
-            seconds={k: round(v, 1) for k, v in seconds.items()})
-        done.mkdir(parents=True, exist_ok=True)
-        np.savez(done / "test_predictions.npz", llm=p_test, vertical=p_vertical_test)
-        model.save_pretrained(done / "llm")
-        tokenizer.save_pretrained(done / "llm")
-        (done / "record.json").write_text(json.dumps(asdict(record), indent=2))
-        shutil.rmtree(folder / f"sft_{it}", ignore_errors=True)  # its weights are merged and saved
+        record, model = _iteration(data, it, model, tokenizer)
         records.append(record)
-        log(f"{name}: iteration {it}: LLM AUC {llm_auc:.3f}, vertical AUC {vertical_auc:.3f}, "
-            f"agreement {agreement:.2f}, {record.backtune_examples} back-tuning examples")
+        say(f"{name}: iteration {it}: LLM AUC {record.llm_auc:.3f}, vertical AUC {record.vertical_auc:.3f}, "
+            f"agreement {record.agreement:.2f}, {record.backtune_examples} back-tuning examples")
 
-    final = LocalAnnotator(model, tokenizer, mode=config.mode, cache=cache,  # type: ignore[arg-type]
-                           progress=config.progress)
-    llm_final_auc, llm_final_acc = _evaluate(dataset, annotate(final, texts["test"], dataset)[0])
+    final = data.annotator(model, tokenizer)
+    llm_final_auc, llm_final_acc = _evaluate(dataset, annotate(final, data.texts["test"], dataset)[0])
     supervised_auc, supervised_acc = supervised_reference(dataset, config)
     result = ServalResult(name, asdict(config), records, llm_final_auc, llm_final_acc,
                           supervised_auc, supervised_acc)
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    runs.atomic_write_text(data.folder / "result.json", json.dumps(result.to_json(), indent=2))
     return result
 
 
@@ -476,27 +496,11 @@ def plot_curves(results: list[ServalResult]):  # type: ignore[no-untyped-def]
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`labkit serval`: the loop over the five SERVAL tables and the neoplasm text task."""
-    parser = argparse.ArgumentParser(prog="labkit serval", description=main.__doc__)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--llm", default=None, help="model folder or hub id (default: the pocket LLM)")
-    parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/serval", help="output folder (resumes what is there)")
-    parser.add_argument("--ablation", default="full", choices=ABLATIONS)
-    parser.add_argument("--fast", action="store_true", help="a small, quick run (CI, smoke tests)")
-    args = parser.parse_args(argv)
-    config = ServalConfig(iterations=args.iterations, seed=args.seed).ablation(args.ablation)
-    if args.fast:
-        config = replace(config, max_train_rows=120, max_backtune_examples=64, epochs=1)
-    out = Path(args.out)
-    results = [run(task, args.llm, config, out) for task in args.tasks]
-    table = results_table(results)
-    print(table.to_string())
-    print(summary(table))
-    table.to_csv(out / "results.csv")
-    (out / "results.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
-    plot_curves(results).savefig(out / "serval_curves.png", dpi=120)
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'serval_curves.png'}")
-    return 0
+def save_results(results: list[ServalResult], out: Path) -> list[Path]:
+    """results.csv (the table), results.json (every record) and serval_curves.png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.csv", out / "results.json", out / "serval_curves.png"]
+    results_table(results).to_csv(paths[0])
+    runs.atomic_write_text(paths[1], json.dumps([r.to_json() for r in results], indent=2))
+    plot_curves(results).savefig(paths[2], dpi=120)
+    return paths

@@ -1,4 +1,4 @@
-"""`labkit serve`: an OpenAI-compatible HTTP server over a local causal LM (LlamaFactory's API).
+"""An OpenAI-compatible HTTP server over a local causal LM (LlamaFactory's API), `labkit serve`.
 
     labkit serve                                   # the pocket LLM on http://127.0.0.1:8000/v1
     labkit serve --model /path/to/model --name my-model --port 8001
@@ -15,7 +15,6 @@ thread on a free port and stops it on leaving the `with` block.
 
 from __future__ import annotations
 
-import argparse
 import socket
 import threading
 import time
@@ -29,7 +28,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from labkit.annotate.local import CausalLM, encode_chats, generation_config, seeded
+from labkit.chat import CausalLM, generation_config, prompt_batch
+from labkit.hardware import seeded
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -92,11 +92,11 @@ class ChatModel:
         """The chat completion response for a request already checked by `check`."""
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         device = next(self.model.parameters()).device
-        ids, mask, _ = encode_chats(self.tokenizer, [messages], device)
+        ids, mask, _ = prompt_batch(self.tokenizer, [messages], device)
         max_new = request.max_completion_tokens or request.max_tokens or self.max_tokens
         config = generation_config(self.model, self.tokenizer, max_new, request.temperature,
                                    request.top_p, logits=True)
-        with self._lock, torch.inference_mode(), seeded(request.seed, device):
+        with self._lock, torch.inference_mode(), seeded(request.seed):
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         new = out.sequences[0, ids.shape[1] :].tolist()
         stopped = bool(new) and new[-1] in _as_list(config.eos_token_id)
@@ -225,35 +225,3 @@ def serve_in_thread(model: CausalLM, tokenizer: Any, name: str = "local",
                     host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Serve a model from a background thread (port 0: a free port); see `RunningServer`."""
     return RunningServer(create_app(model, tokenizer, name), host, port)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labkit serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None,
-                        help="a model folder or hub id (default: the embedded pocket LLM)")
-    parser.add_argument("--name", default=None,
-                        help="the model id clients ask for (default: the folder's name)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (0.0.0.0 exposes it to the network)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
-                        help="tokens generated when a request does not say")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`labkit serve`: load the model, then serve until Ctrl-C."""
-    import uvicorn
-
-    from labkit.loader import POCKET_LLM, load_model, load_tokenizer
-
-    args = _parser().parse_args(argv)
-    source = args.model if args.model is not None else POCKET_LLM
-    name = args.name or str(source).rstrip("/").split("/")[-1]
-    print(f"labkit serve: loading {source} ...", flush=True)
-    model, tokenizer = load_model(source), load_tokenizer(source)
-    app = create_app(model, tokenizer, name, args.max_tokens)
-    print(f"labkit serve: model {name!r} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)",
-          flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0

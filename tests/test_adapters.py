@@ -122,3 +122,18 @@ def test_seed_fixes_the_adapter_init_and_leaves_the_global_random_state_alone() 
 def test_unknown_method_names_the_choices() -> None:
     with pytest.raises(ValueError, match="'lora', 'dora', 'freeze', 'full'"):
         attach_adapter(tiny_llama(), "qlora")  # type: ignore[arg-type]
+
+
+def test_a_packed_4bit_weight_counts_as_the_weight_it_stands_for() -> None:
+    from types import SimpleNamespace
+
+    from labkit.parameters import count_parameters, logical_numel
+
+    packed = nn.Parameter(torch.zeros(6, 1, dtype=torch.uint8), requires_grad=False)  # 12 values, 2 per byte
+    packed.quant_state = SimpleNamespace(shape=torch.Size([3, 4]))  # type: ignore[attr-defined]
+    assert logical_numel(packed) == 12 and logical_numel(torch.zeros(5)) == 5
+    module = nn.Module()
+    module.packed = packed
+    module.bias = nn.Parameter(torch.zeros(3))
+    count = count_parameters(module)
+    assert (count.total, count.trainable) == (15, 3) and count.trainable_fraction == 0.2

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from notebook_runner import ROOT
 
-from labkit import course
+from labkit.commands import course
 from labkit.course import BuildError, student_notebook
 
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import labkit.data as d
-from labkit.data import DATA_DIR, DataError, load, parse, to_text
+from labkit.data import DataError, load, parse, to_text
+from labkit.paths import DATASETS_DIR as DATA_DIR
 
 # Documented figures (data/datasets/SOURCES.md and the official descriptions):
 # file rows, file columns, label counts after the documented binarization.
@@ -197,3 +198,20 @@ def test_to_text_codes_every_dataset() -> None:
     prose = "A 49-year-old female patient. Present: exercise-induced angina."
     assert to_text(record, heart, "prose") == prose
     assert to_text(record, heart, "list") == "Age: 49 years\nSex: female\nExercise-induced angina: yes"
+
+
+@pytest.mark.parametrize(("value", "code"), [
+    ("1", "1"), ("1.0", "1"), (1, "1"), (1.0, "1"), (True, "1"), ("0.50", "0.5"), (0.5, "0.5"),
+    ("1e3", "1000"), (" M ", "M"), ("Yes", "Yes"), ("", ""), ("inf", "inf"),
+    (None, None), (float("nan"), None),
+])
+def test_a_category_code_has_one_spelling_wherever_it_comes_from(value: object, code: str | None) -> None:
+    """A CSV cell, a frame value and a knowledge rule's `equals` all meet through canonical_code."""
+    assert d.canonical_code(value) == code
+
+
+def test_a_knowledge_rule_matches_a_code_however_it_is_spelled() -> None:
+    from labkit.pocket.knowledge import Rule
+
+    rule = Rule(feature="Sex", weight=1.5, text="", source="", equals=d.canonical_code("1.0"))
+    assert [rule.contribution(v) for v in ("1", 1, 1.0, "1.0", "0", None)] == [1.5] * 4 + [0.0, 0.0]

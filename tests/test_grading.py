@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from notebook_runner import ROOT
 
+from labkit.commands.grade import main
 from labkit.grading import Exercise, bank, case, check, close
 from labkit.grading.check import run_check
 from labkit.grading.extract import definitions, lesson_of
-from labkit.grading.grader import grade_submission, main
+from labkit.grading.grader import grade_submission
 from labkit.grading.worker import to_plain
 
 CHEATS = sorted((ROOT / "tests" / "cheats").glob("*.ipynb"))
@@ -151,7 +152,7 @@ def test_cheating_submissions_score_nothing(tmp_path: Path) -> None:
     out = tmp_path / "grades"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     # run as a teacher would, so the fake-report cheat can find the --out folder of this process
-    done = subprocess.run([sys.executable, "-m", "labkit.cli", "grade", str(ROOT / "tests" / "cheats"),
+    done = subprocess.run([sys.executable, "-m", "labkit", "grade", str(ROOT / "tests" / "cheats"),
                            str(honest), "--out", str(out), "--seed", "7", "--exercise-timeout", "30"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit import cli, doctor, hardware
+from labkit import commands, hardware
+from labkit.commands import doctor
 
 
 def test_cpu_is_fp32_everywhere() -> None:
@@ -35,6 +36,21 @@ def test_doctor_reports_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--help"]) == 0 and "labkit doctor" in capsys.readouterr().out
-    assert cli.main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
-    assert cli.main(["doctor", "--no-network"]) == 0
+    assert commands.main(["--help"]) == 0 and "labkit doctor" in capsys.readouterr().out
+    assert commands.main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    assert commands.main(["doctor", "--no-network"]) == 0
+
+
+def test_seeded_repeats_a_draw_and_leaves_the_callers_stream_and_threads_alone() -> None:
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    with hardware.seeded(7, threads=1):
+        first = torch.rand(3)
+        assert torch.get_num_threads() == 1
+    with hardware.seeded(7):
+        second = torch.rand(3)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.rand(3), expected_next)  # the stream outside went on untouched
+    assert torch.get_num_threads() == threads

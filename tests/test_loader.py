@@ -11,7 +11,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from labkit import loader
-from labkit.loader import POCKET_LLM, OfflineModelError, load_model, load_tokenizer, summarize
+from labkit.adapters import summarize_trainable
+from labkit.loader import OfflineModelError, load_model, load_tokenizer, summarize
+from labkit.paths import POCKET_LLM
 
 TINY = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
@@ -93,6 +95,7 @@ def test_quantized_loading_on_cpu(bits: str, tiny_llama: tuple[Path, torch.nn.Mo
     summary = summarize(model)
     assert summary.quantization == bits
     assert summary.parameters == sum(p.numel() for p in original.parameters())
+    assert summarize_trainable(model).total == summary.parameters  # one counting rule (labkit.parameters)
     assert summary.bytes < summarize(original).bytes
     ids = torch.randint(0, TINY["vocab_size"], (1, 8))
     with torch.no_grad():

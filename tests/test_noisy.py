@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from labkit.noisy import (
-    METHODS,
+    NOISY_METHODS,
     DivideMixConfig,
     clean_probability,
     estimate_transition,
@@ -212,14 +212,14 @@ def test_memorization_curve_shows_clean_patterns_learned_first(problem) -> None:
 
 
 # ----- the methods -----
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "naive"])
+@pytest.mark.parametrize("method", [m for m in NOISY_METHODS if m != "naive"])
 def test_method_recovers_accuracy_lost_to_hard_noisy_labels(method, problem, naive_accuracy):
     model = fit_noisy(method, factory, problem["X"], problem["hard"],
                       validation=(problem["X_val"], problem["hard_val"]), seed=0)
     assert accuracy(model, problem) > naive_accuracy["hard"] + MARGIN, model.info
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "naive"])
+@pytest.mark.parametrize("method", [m for m in NOISY_METHODS if m != "naive"])
 def test_method_recovers_accuracy_lost_to_soft_noisy_labels(method, problem, naive_accuracy):
     """Annotator-like probabilities (as an LLM gives), 35% of them on the wrong side."""
     model = fit_noisy(method, factory, problem["X"], problem["soft"],

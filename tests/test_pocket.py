@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from labkit.commands.pretrain import parse_args
 from labkit.data import SCHEMAS, to_text
-from labkit.loader import POCKET_LLM
+from labkit.paths import POCKET_LLM
 from labkit.pocket import pretrain as pt
 from labkit.pocket.abstracts import NEOPLASM, AbstractWriter
 from labkit.pocket.batches import IGNORE, encode, pack
@@ -272,8 +273,8 @@ def _tiny(tmp_path: Path, name: str, **changes: object) -> pt.PretrainConfig:
     config = pt.PretrainConfig(
         out=tmp_path / name / "model", run_dir=tmp_path / name / "run", corpus_scale=0.003,
         vocab_size=512, shape=Shape(hidden_size=32, layers=1, heads=2, intermediate_size=64),
-        seq_len=256, batch_rows=2, max_steps=4, warmup_steps=2, checkpoint_every=2,
-        eval_every=0, leak_check=False, progress=False, threads=1)
+        seq_len=256, batch_rows=2, max_steps=4, warmup_steps=2, save_steps=2,
+        eval_steps=0, leak_check=False, progress=False, threads=1)
     return replace(config, **changes)
 
 
@@ -304,11 +305,11 @@ def test_pretraining_is_deterministic_and_resumable(tmp_path: Path) -> None:
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     pt.pretrain(_tiny(tmp_path, "e", max_steps=2))
     with pytest.raises(ValueError, match="other settings"):
-        pt.pretrain(_tiny(tmp_path, "e", resume=True, lr=1e-3))
+        pt.pretrain(_tiny(tmp_path, "e", resume=True, learning_rate=1e-3))
 
 
 def test_learning_rate_warms_up_holds_and_decays() -> None:
-    config = pt.PretrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=10, decay_fraction=0.3)
+    config = pt.PretrainConfig(learning_rate=1e-2, min_lr=1e-3, warmup_steps=10, decay_fraction=0.3)
     rates = [pt.learning_rate(step, 100, config) for step in range(100)]
     assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2)
     assert rates[10:70] == [1e-2] * 60
@@ -317,9 +318,9 @@ def test_learning_rate_warms_up_holds_and_decays() -> None:
 
 
 def test_command_line_fast_mode_does_not_touch_the_shipped_model() -> None:
-    config = pt.parse_args(["--fast"])
+    config = parse_args(["--fast"])
     assert config.out != POCKET_LLM and config.max_steps and config.corpus_scale < 0.1
-    assert pt.parse_args([]).out == POCKET_LLM
+    assert parse_args([]).out == POCKET_LLM
 
 
 @pytest.mark.parametrize("task", ["pima", "hcv", "heart"])

@@ -16,9 +16,9 @@ import labkit.serval as serval
 from labkit.data import Dataset
 
 CONFIG = serval.ServalConfig(
-    iterations=2, vertical="mlp", vertical_options={"epochs": 8}, method="confident",
-    max_train_rows=60, max_backtune_examples=24, epochs=2, batch_size=8, cutoff=256, learning_rate=1e-4,
-    progress=False,
+    iterations=2, vertical="mlp", vertical_options={"epochs": 8}, noisy_method="confident",
+    max_train_rows=60, max_backtune_examples=24, num_train_epochs=2, per_device_train_batch_size=8,
+    cutoff_len=256, learning_rate=1e-4, progress=False,
 )
 
 
@@ -61,7 +61,7 @@ def _assert_same_training(a: Path, b: Path, iterations: int) -> None:
 
 @pytest.mark.parametrize("method", ["confident", "naive"])  # back-tuning: hard on confident rows; soft
 def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Path, method: str) -> None:
-    pima, config = data.load("pima"), replace(CONFIG, method=method)
+    pima, config = data.load("pima"), replace(CONFIG, noisy_method=method)
     honest = serval.run(pima, llm, config, tmp_path / "honest", log=lambda _: None)
     permuted = serval.run(_permuted(pima, 1), llm, config, tmp_path / "permuted", log=lambda _: None)
     _assert_same_training(tmp_path / "honest" / "pima", tmp_path / "permuted" / "pima", config.iterations)
@@ -73,7 +73,7 @@ def test_permuting_gold_labels_changes_no_trained_weight(llm: Path, tmp_path: Pa
 @pytest.mark.parametrize("method", ["confident", "naive"])
 def test_a_run_killed_during_back_tuning_resumes_and_ends_the_same(
         llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
-    config = replace(CONFIG, iterations=1, method=method)
+    config = replace(CONFIG, iterations=1, noisy_method=method)
     reference = serval.run("pima", llm, config, tmp_path / "reference", log=lambda _: None)
 
     real_train_sft = serval.train_sft
@@ -111,7 +111,7 @@ def test_a_finished_run_is_read_back_not_redone(llm: Path, tmp_path: Path) -> No
 def test_a_folder_with_another_runs_settings_is_refused(llm: Path, tmp_path: Path) -> None:
     config = replace(CONFIG, iterations=1)
     serval.run("pima", llm, config, tmp_path, log=lambda _: None)
-    with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: 0\.0001 -> 0\.001\)"):
         serval.run("pima", llm, replace(config, learning_rate=1e-3), tmp_path, log=lambda _: None)
     more = serval.run("pima", llm, replace(config, iterations=2), tmp_path, log=lambda _: None)
     assert len(more.iterations) == 2  # more iterations extend the run
@@ -124,7 +124,7 @@ def test_back_tuning_keeps_the_epoch_the_judge_prefers(
     from labkit.loader import load_model, load_tokenizer
 
     examples = [{"prompt": f"patient {i}: sick?", "answer": "Yes" if i % 2 else "No"} for i in range(16)]
-    config = replace(CONFIG, epochs=2, batch_size=8)
+    config = replace(CONFIG, num_train_epochs=2, per_device_train_batch_size=8)
 
     def tune(judge, folder: str) -> tuple[dict[str, torch.Tensor], int, list[float]]:  # type: ignore[no-untyped-def]
         model, tokenizer = load_model(llm), load_tokenizer(llm)

@@ -110,7 +110,7 @@ def test_labkit_serve_command_serves_a_saved_model(tiny: Any, tmp_path: Any) -> 
     with socket.socket() as probe:  # a free port for the child to listen on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "labkit.cli", "serve", "--model", str(tmp_path / "tiny"),
+    command = [sys.executable, "-m", "labkit", "serve", "--model", str(tmp_path / "tiny"),
                "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)

@@ -6,28 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tiny_models import SPECIALS, WORDS, tiny_tokenizer  # tests/ is on sys.path (conftest.py)
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from labkit.train import SFTConfig, StepInfo, train_sft
 from labkit.train.data import IGNORE, collate, encode, length_grouped_batches, split_lengths
 from labkit.train.sft import AnswerLoss
-
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-WORDS = ("user assistant system is the patient sick healthy yes no answer glucose high low age old young "
-         "be brief 0 1 2 3 4 5 6 7 8 9 . ?").split()
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
-                                        eos_token="<|im_end|>", additional_special_tokens=SPECIALS[2:])
-    tokenizer.chat_template = CHATML
-    return tokenizer
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -50,8 +34,9 @@ def pairs(n: int = 24) -> list[tuple[str, str]]:
 
 
 def config(tmp_path: Path | None = None, **changes: object) -> SFTConfig:
-    base = dict(output_dir=tmp_path, lora_r=4, lora_alpha=8, learning_rate=5e-3, batch_size=4,
-                max_steps=6, cutoff=32, seed=3, log_steps=2, progress=False)
+    base = dict(output_dir=tmp_path, lora_rank=4, lora_alpha=8, learning_rate=5e-3,
+                per_device_train_batch_size=4, max_steps=6, cutoff_len=32, seed=3, logging_steps=2,
+                progress=False)
     return SFTConfig(**{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -193,12 +178,13 @@ def test_training_lowers_the_loss_and_touches_only_the_adapter() -> None:
             short = name.removeprefix("base_model.model.").replace(".base_layer", "")
             assert torch.equal(p, base[short]), name
     assert result.tokens_per_second > 0 and result.peak_memory_mib > 10
-    assert result.trainable.method == "lora" and result.loss_path == "answer-only head"
+    assert result.trainable.finetuning_type == "lora" and result.loss_path == "answer-only head"
 
 
 def test_one_epoch_counts_every_token_once() -> None:
     tok = tiny_tokenizer()
-    result = train_sft(tiny_llama(), tok, pairs(10), config(max_steps=None, epochs=1, batch_size=4))
+    result = train_sft(tiny_llama(), tok, pairs(10),
+                       config(max_steps=None, num_train_epochs=1, per_device_train_batch_size=4))
     assert result.steps == 3  # 10 examples in batches of 4
     assert result.tokens == encode(tok, pairs(10), cutoff=32).tokens
 
@@ -224,8 +210,8 @@ def interrupt_after(k: int):  # noqa: ANN201
 
 def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
     # dropout and accumulation make the run depend on the restored random state and data position
-    settings = dict(lora_dropout=0.1, grad_accumulation=2, batch_size=3, max_steps=7, save_steps=2,
-                    scheduler="cosine", warmup_ratio=0.2)
+    settings = dict(lora_dropout=0.1, gradient_accumulation_steps=2, per_device_train_batch_size=3,
+                    max_steps=7, save_steps=2, lr_scheduler_type="cosine", warmup_ratio=0.2)
     full = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "a", **settings))
 
     with pytest.raises(Interrupt):
@@ -259,5 +245,5 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
 
 
 def test_config_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match="SFTConfig.batch_size=0"):
-        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(batch_size=0))
+    with pytest.raises(ValueError, match="SFTConfig.per_device_train_batch_size=0"):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(per_device_train_batch_size=0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 import warnings
 
 import numpy as np
@@ -254,3 +255,24 @@ def test_text_classifier_learns_and_caches_embeddings(tmp_path, monkeypatch) -> 
     assert roc_auc_score(test["label"], again) == pytest.approx(auc)
     with pytest.raises(ValueError, match="without text"):
         model.predict_proba(X_test.assign(text=[""] * len(X_test)))
+
+
+def test_one_factory_with_one_documented_default_per_purpose() -> None:
+    from labkit.vertical import DEFAULT_MODELS, MODELS, ModelName, default_model, model_factory
+
+    pima, abstracts = load("pima").schema, load("abstracts").schema
+    assert default_model(pima, "experiments") == "mlp" and default_model(pima, "serval") == "logistic"
+    assert default_model(abstracts, "serval") == default_model(abstracts, "experiments") == "text_minilm"
+    assert set(MODELS) == set(typing.get_args(ModelName))
+    assert {kind for purpose in DEFAULT_MODELS.values() for kind in purpose} == {"tabular", "text"}
+    with pytest.raises(ValueError, match="purpose='lessons'"):
+        default_model(pima, "lessons")  # type: ignore[arg-type]
+    quiet = model_factory(None, pima, purpose="experiments", epochs=3)(7)
+    assert isinstance(quiet, MLPModel) and not quiet.config.progress and quiet.config.epochs == 3
+    assert quiet.seed == 7
+    # torch training options go to torch models only: one set of options serves every model
+    logistic = model_factory("logistic", pima, purpose="experiments", epochs=3, patience=5)(0)
+    assert isinstance(logistic, LogisticModel)
+    with pytest.raises(TypeError):
+        LogisticModel(pima, epochs=3)  # type: ignore[call-arg]  # the class itself takes none
+    assert make_model("mlp", pima, seed=1).config.progress  # not quiet unless asked

@@ -1,4 +1,5 @@
-"""A tiny chat LLM for tests: a random 1-layer Llama whose Yes/No answers depend on the prompt."""
+"""Tiny models for tests: a chat LLM whose Yes/No answers depend on the prompt, and a word-level
+ChatML tokenizer whose ids are easy to read."""
 
 from __future__ import annotations
 
@@ -76,3 +77,19 @@ def _chat_ids(tokenizer: Any, user_message: str) -> torch.Tensor:
     return torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+WORDS = ("user assistant system is the patient sick healthy yes no answer glucose high low age old young "
+         "be brief 0 1 2 3 4 5 6 7 8 9 . ?").split()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS with a ChatML template (one token per word)."""
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>", additional_special_tokens=SPECIALS[2:])
+    tokenizer.chat_template = CHATML
+    return tokenizer

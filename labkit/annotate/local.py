@@ -4,9 +4,10 @@
     annotator = LocalAnnotator(model, tokenizer, mode="token", cache="runs/answers.sqlite")
     frame = annotator.annotate(texts, task)
 
-Prompts go through the tokenizer's chat template with the generation prompt, so the model sees
-exactly what it would see in a chat. Batches are left-padded: every row then ends at its answer
-position, and the position ids are counted from each row's first real token.
+Prompts go through the tokenizer's chat template with the generation prompt (labkit.chat), so the
+model sees exactly what it would see in a chat, and what back-tuning trains it on. Batches are
+left-padded: every row then ends at its answer position, and the position ids are counted from
+each row's first real token.
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ import hashlib
 import inspect
 import json
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
 
 from labkit.annotate.base import Annotator, Messages, Mode, PromptFn, Reply
 from labkit.annotate.cache import AnswerCache
+from labkit.chat import CausalLM, generation_config, prompt_batch
+from labkit.hardware import seeded
 from labkit.prompts import NO, YES
 
-# A transformers causal LM (PreTrainedModel), or a PEFT model wrapping one: both answer
-# forward(), generate(), state_dict() and .config alike.
-CausalLM = Any
 # Tokens generated in each mode unless max_new_tokens says otherwise: "Yes"/"No" plus an end
 # token; "0.72" is up to five tokens when every digit is its own token, plus an end token.
 DEFAULT_NEW_TOKENS: dict[str, int] = {"hard": 4, "verbalized": 10, "token": 0}
@@ -86,73 +83,6 @@ def model_fingerprint(model: CausalLM, tokenizer: Any) -> str:
         sample = flat[::step][:FINGERPRINT_SAMPLE].to(device="cpu", dtype=torch.float32)
         digest.update(sample.numpy().tobytes())
     return "local:" + digest.hexdigest()[:32]
-
-
-def pad_id(tokenizer: Any) -> int:
-    """The id used for padding: the pad token, else the end token (padding is masked anyway)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an end-of-text token")
-    return int(pad)
-
-
-def encode_chats(
-    tokenizer: Any, conversations: list[Messages], device: torch.device, max_length: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Chat-templated, left-padded input ids and attention mask for a batch of conversations, and
-    how many were cut: one longer than `max_length` tokens loses its *first* tokens, since its end
-    holds the question and the answer position (labkit.train cuts a long prompt the same way)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template (a Jinja "
-            "string) or load the instruct/chat version of the model."
-        )
-    rows = []
-    for messages in conversations:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        # The template already holds the special tokens it wants (e.g. BOS): add none here.
-        rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-    cut = sum(max_length is not None and len(r) > max_length for r in rows)
-    if max_length is not None:
-        rows = [r[-max_length:] for r in rows]
-    width = max(len(r) for r in rows)
-    pad = pad_id(tokenizer)
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    return ids, mask, cut
-
-
-def generation_config(
-    model: CausalLM,
-    tokenizer: Any,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float = 1.0,
-    logits: bool = False,
-) -> GenerationConfig:
-    """A fresh config: greedy when temperature is 0, else sampling; the model's own defaults
-    (e.g. a sampling temperature in generation_config.json) do not leak in.
-    logits=True makes generate() return a dict with the raw logits of every step."""
-    own = getattr(model, "generation_config", None)
-    eos = getattr(own, "eos_token_id", None) or tokenizer.eos_token_id
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        pad_token_id=pad_id(tokenizer),
-        eos_token_id=eos,
-        return_dict_in_generate=logits,
-        output_logits=logits,
-        **(sampling if temperature > 0 else {"do_sample": False}),
-    )
-
-
-@contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch for one block (None: leave it unseeded) and restore the caller's random state."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
 
 
 def _accepts(model: CausalLM, argument: str) -> bool:
@@ -218,7 +148,7 @@ class LocalAnnotator(Annotator):
         return next(self.model.parameters()).device
 
     def _reply(self, conversations: list[Messages]) -> list[Reply]:
-        ids, mask, cut = encode_chats(self.tokenizer, conversations, self.device, self.max_length)
+        ids, mask, cut = prompt_batch(self.tokenizer, conversations, self.device, self.max_length)
         if cut:
             warnings.warn(f"{cut} of {len(conversations)} prompts are longer than the model's "
                           f"{self.max_length} positions (less the answer's): they lost their first tokens.",
@@ -251,7 +181,7 @@ class LocalAnnotator(Annotator):
     def _generate(self, ids: torch.Tensor, mask: torch.Tensor) -> list[Reply]:
         config = generation_config(self.model, self.tokenizer, self.max_new_tokens,
                                    self.temperature)
-        with seeded(self.seed, self.device):
+        with seeded(self.seed):
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         texts = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
         return [{"text": t.strip()} for t in texts]

@@ -6,10 +6,10 @@
     >>> d.to_text(ds.features("train").iloc[0], ds.schema, style="prose")
 """
 
-from labkit.data.loading import DATA_DIR, LABEL, SPLITS, DataError, Dataset, load, parse
+from labkit.data.loading import LABEL, SPLITS, DataError, Dataset, load, parse
 from labkit.data.overview import overview
 from labkit.data.registry import SCHEMAS
-from labkit.data.schema import Feature, Schema, Task
+from labkit.data.schema import Feature, Schema, Task, canonical_code
 from labkit.data.text import STYLES, to_text
 
 DATASETS: tuple[str, ...] = tuple(SCHEMAS)
@@ -18,6 +18,7 @@ SERVAL_TASKS: tuple[str, ...] = ("heart", "early_diabetes", "ilpd", "hcv", "pima
 TEXT_TASKS: tuple[str, ...] = ("abstracts",)
 
 __all__ = [
-    "DATASETS", "DATA_DIR", "LABEL", "SCHEMAS", "SERVAL_TASKS", "SPLITS", "STYLES", "TEXT_TASKS",
-    "DataError", "Dataset", "Feature", "Schema", "Task", "load", "overview", "parse", "to_text",
+    "DATASETS", "LABEL", "SCHEMAS", "SERVAL_TASKS", "SPLITS", "STYLES", "TEXT_TASKS",
+    "DataError", "Dataset", "Feature", "Schema", "Task", "canonical_code", "load", "overview", "parse",
+    "to_text",
 ]

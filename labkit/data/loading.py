@@ -6,7 +6,6 @@ must never train on a silently mangled table.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -15,9 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from labkit.data.schema import Schema
+from labkit.data.schema import Schema, canonical_code
+from labkit.paths import DATASETS_DIR
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "datasets"
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 LABEL = "label"
@@ -34,15 +33,6 @@ def _where(path: Path, column: str | None = None, line: int | None = None) -> st
     if column is not None:
         at += f", column {column!r}"
     return at
-
-
-def _code(value: str) -> str:
-    """The canonical spelling of a code: "1.0" and "1" are the same code, "0.50" is "0.5"."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return f"{number:g}" if math.isfinite(number) else value
 
 
 def _read_raw(schema: Schema, path: Path) -> pd.DataFrame:
@@ -82,7 +72,7 @@ def parse(schema: Schema, path: Path | None = None) -> pd.DataFrame:
     the original target column, and `label` (0/1). Rows whose target is in `task.excluded` are
     left out. Raises DataError naming the file, line and column of the first bad value.
     """
-    path = Path(path) if path is not None else DATA_DIR / schema.file
+    path = Path(path) if path is not None else DATASETS_DIR / schema.file
     raw = _read_raw(schema, path)
     task = schema.task
     out: dict[str, object] = {}
@@ -106,7 +96,7 @@ def parse(schema: Schema, path: Path | None = None) -> pd.DataFrame:
                 numbers = numbers.mask(numbers == 0)
             out[f.name] = numbers.astype(float)
             continue
-        codes = values.map(_code)
+        codes = values.map(canonical_code)
         bad = ~codes.isin(list(f.codes)) & ~missing
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -115,7 +105,7 @@ def parse(schema: Schema, path: Path | None = None) -> pd.DataFrame:
                 f"expected one of {list(f.codes)} or a missing value."
             )
         out[f.name] = codes.where(~missing, None)
-    target = raw[task.target].str.strip().map(_code)
+    target = raw[task.target].str.strip().map(canonical_code)
     known = set(task.positive) | set(task.negative) | set(task.excluded)
     bad = ~target.isin(known)
     if bad.any():

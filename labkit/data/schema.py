@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 FeatureKind = Literal["numeric", "binary", "categorical", "text"]
+
+
+def canonical_code(value: object) -> str | None:
+    """The one spelling of a category code, wherever the value comes from (a CSV cell, a frame, a
+    knowledge rule): "1", "1.0", 1 and 1.0 are the code "1", "0.50" is "0.5", text loses its outer
+    spaces ("M " is "M"); None and NaN are missing (None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value).strip()
+    return f"{number:g}" if math.isfinite(number) else str(value).strip()
 
 
 @dataclass(frozen=True)

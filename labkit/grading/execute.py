@@ -23,13 +23,12 @@ from typing import Any, Literal
 
 import psutil
 
+from labkit.paths import PACKAGE_PARENT
+
 KERNEL_NAME = "python3"
-# The folder that holds the labkit package: put on PYTHONPATH so kernels and workers import the
-# same labkit as the caller, installed or not.
-KIT_ROOT = Path(__file__).resolve().parents[2]
 
 # papermill's command line. rfc3987_syntax (pulled in by jsonschema for IRI checks that nbformat
-# never makes) compiles a grammar at import: about 2 s of every run, so it is left out.
+# never makes) compiles a grammar at import, seconds of every run, so it is left out.
 PAPERMILL = ("import sys; sys.modules['rfc3987_syntax'] = None; "
              "from papermill.cli import papermill; papermill(prog_name='papermill')")
 
@@ -58,7 +57,7 @@ def child_env(scratch: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"),
                                                         env.get("JUPYTER_PATH")]))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(KIT_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     env.setdefault("MPLBACKEND", "Agg")
     return env

@@ -75,33 +75,40 @@ def _mismatch(got: Any, expected: Any, rtol: float, atol: float, where: str) -> 
             return None
         return f"got {short(got)}{at}, expected {short(expected)}"
     if isinstance(expected, int | float):
-        if isinstance(got, bool) or not isinstance(got, int | float):
-            return f"got {short(got)}{at}, expected the number {short(expected)}"
-        if math.isnan(expected) or math.isnan(got):
-            same = math.isnan(expected) and math.isnan(got)
-        else:
-            same = math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
-        return None if same else f"got {short(got)}{at}, expected {short(expected)}"
+        return _number_mismatch(got, expected, rtol, atol, at)
     if isinstance(expected, list):
         if not isinstance(got, list):
             return f"got {short(got)}{at}, expected a list/array like {short(expected)}"
         if len(got) != len(expected):
             return f"got {len(got)} elements{at}, expected {len(expected)}"
-        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            if (msg := _mismatch(g, e, rtol, atol, f"{where}[{i}]")) is not None:
-                return msg
-        return None
+        pairs = [(g, e, f"{where}[{i}]") for i, (g, e) in enumerate(zip(got, expected, strict=True))]
+        return _first_mismatch(pairs, rtol, atol)
     if isinstance(expected, dict):
         if not isinstance(got, dict):
             return f"got {short(got)}{at}, expected a dict like {short(expected)}"
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         if missing or extra:
             return f"keys{at} differ: missing {missing}, unexpected {extra}"
-        for key in expected:
-            if (msg := _mismatch(got[key], expected[key], rtol, atol, f"{where}[{key!r}]")) is not None:
-                return msg
-        return None
+        return _first_mismatch([(got[k], expected[k], f"{where}[{k!r}]") for k in expected], rtol, atol)
     raise TypeError(f"expected value of type {type(expected).__name__} is not plain data")
+
+
+def _number_mismatch(got: Any, expected: float, rtol: float, atol: float, at: str) -> str | None:
+    if isinstance(got, bool) or not isinstance(got, int | float):
+        return f"got {short(got)}{at}, expected the number {short(expected)}"
+    if math.isnan(expected) or math.isnan(got):
+        same = math.isnan(expected) and math.isnan(got)
+    else:
+        same = math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
+    return None if same else f"got {short(got)}{at}, expected {short(expected)}"
+
+
+def _first_mismatch(pairs: list[tuple[Any, Any, str]], rtol: float, atol: float) -> str | None:
+    """The first difference among (got, expected, where) pairs, or None."""
+    for got, expected, where in pairs:
+        if (message := _mismatch(got, expected, rtol, atol, where)) is not None:
+            return message
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""`labkit grade`: grade notebook submissions with hidden tests, outside the student's kernel.
-
-    labkit grade SUBMISSION.ipynb [...] | FOLDER [--out grades] [--timeout 600] [--seed N]
+"""Grade notebook submissions with hidden tests, outside the student's kernel (`labkit grade`,
+labkit.commands.grade).
 
 For each submission:
 1. run it headless with papermill (FAST=True) in a fresh temporary folder, with a time limit;
@@ -19,11 +18,9 @@ submissions run the grader as a user that the submissions cannot harm (a contain
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import pickle
-import secrets
 import shutil
 import sys
 import tempfile
@@ -259,59 +256,24 @@ def collect(paths: list[Path]) -> list[tuple[str, Path]]:
             for name, notebook in found]
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="labkit grade", description=__doc__.split("\n\n")[0])
-    parser.add_argument("submissions", nargs="+", type=Path, help="notebooks and/or folders")
-    parser.add_argument("--out", type=Path, default=Path("grades"), help="report folder")
-    parser.add_argument("--timeout", type=float, default=600,
-                        help="seconds a notebook may run (default 600)")
-    parser.add_argument("--exercise-timeout", type=float, default=None,
-                        help="seconds for each exercise's hidden tests (default: the exercise's)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="hidden-input seed (default: drawn now and written in each report)")
-    parser.add_argument("--lesson", default=None, help="lesson of every submission, e.g. 01")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep reports that are newer than their notebook")
-    parser.add_argument("--require-full", action="store_true",
-                        help="exit 1 unless every submission gets full marks (for CI on solutions/)")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    try:
-        submissions = collect(args.submissions)
-    except FileNotFoundError as err:
-        print(f"labkit grade: {err}", file=sys.stderr)
-        return 2
-    if not submissions:
-        print("labkit grade: no notebooks found in " + ", ".join(map(str, args.submissions)),
-              file=sys.stderr)
-        return 2
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+def grade_all(submissions: list[tuple[str, Path]], out: Path, *, seed: int, timeout: float,
+              lesson: str | None = None, exercise_timeout: float | None = None,
+              resume: bool = False) -> list[tuple[str, Report]]:
+    """Grade every (name, notebook) into out/<name>.json and .md (and .executed.ipynb); with
+    resume, a report newer than its notebook is kept. grades.csv is the caller's (write_csv)."""
     bank.all_exercises()  # load every reference before any submission runs (and could edit files)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, Report]] = []
     for name, notebook in tqdm(submissions, desc="grading", unit="notebook",
                                disable=len(submissions) == 1):
-        report_path = args.out / f"{name}.json"
-        if args.resume and (earlier := load_report(report_path, newer_than=notebook)):
+        report_path = out / f"{name}.json"
+        if resume and (earlier := load_report(report_path, newer_than=notebook)):
             rows.append((name, earlier))
             continue
-        report = grade_submission(notebook, seed=seed, timeout=args.timeout, lesson=args.lesson,
-                                  exercise_timeout=args.exercise_timeout,
-                                  keep_executed=args.out / f"{name}.executed.ipynb")
+        report = grade_submission(notebook, seed=seed, timeout=timeout, lesson=lesson,
+                                  exercise_timeout=exercise_timeout,
+                                  keep_executed=out / f"{name}.executed.ipynb")
         report_path.write_text(json.dumps(asdict(report), indent=1) + "\n", encoding="utf-8")
-        (args.out / f"{name}.md").write_text(markdown(report), encoding="utf-8")
+        (out / f"{name}.md").write_text(markdown(report), encoding="utf-8")
         rows.append((name, report))
-    if len(args.submissions) > 1 or args.submissions[0].is_dir():
-        write_csv(rows, args.out / "grades.csv")
-    width = max(len(name) for name, _ in rows)
-    print(f"{'submission':<{width}} | points | run")
-    for name, report in rows:
-        print(f"{name:<{width}} | {report.total:>2} / {report.max:<2} | "
-              f"{report.execution.get('status')}")
-    print(f"reports in {args.out}/ (seed {seed})")
-    if args.require_full and not all(report.full_marks for _, report in rows):
-        return 1
-    return 0
+    return rows

@@ -19,24 +19,19 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from labkit import hardware
+from labkit.config import option, require
+from labkit.noisy.correction import estimate_transition, noise_rate
 from labkit.noisy.losses import prior_penalty, sharpen, soft_bce
-from labkit.noisy.methods import (
-    ModelFactory,
-    StopSet,
-    estimate_transition,
-    noise_rate,
-    out_of_fold_proba,
-    require_torch,
-    stopping_set,
-)
 from labkit.noisy.selection import take
+from labkit.noisy.stopping import ModelFactory, StopSet, out_of_fold_proba, require_torch, stopping_set
 from labkit.vertical.base import Features, Validation
 from labkit.vertical.torch_models import TorchModel
 from labkit.vertical.training import (
+    THREADS,
     EarlyStopping,
     batches,
     make_optimizer,
-    seeded,
     train_network,
     validation_value,
 )
@@ -91,8 +86,8 @@ def small_loss_rows(loss: Tensor, labels: Tensor, keep_share: float) -> Tensor:
     """The `keep_share` smallest-loss rows of each class (by the rounded target).
 
     Selecting per class matters: ranked together, the rows of the class the network currently
-    favors have the smaller losses, so the other class would be dropped more and more (measured:
-    the networks drift to predicting 12-35% positives on a balanced problem).
+    favors have the smaller losses, so the other class would be dropped more and more, and the
+    networks drift toward one class (docs/noisy_labels.md has the measurement).
     """
     keep = []
     for c in (False, True):
@@ -119,7 +114,7 @@ def co_teaching(factory: ModelFactory, X: Features, targets: np.ndarray, *,
         forget_rate = min(0.5, noise_rate(estimate_transition(oof), targets))
     s = _setup(factory, X, targets, validation, seed, "co_teaching")
     config = s.model.config
-    with seeded(s.model.seed):
+    with hardware.seeded(s.model.seed, threads=THREADS):
         nets = [s.model.new_network(), s.model.new_network()]
         optimizers = [make_optimizer(n, config.lr, config.weight_decay) for n in nets]
         generator = torch.Generator().manual_seed(s.model.seed)
@@ -143,20 +138,23 @@ def co_teaching(factory: ModelFactory, X: Features, targets: np.ndarray, *,
 # ----- DivideMix -----
 @dataclass
 class DivideMixConfig:
-    """DivideMix settings (Li et al. 2020), scaled to tables of a few hundred rows.
+    """DivideMix settings (Li et al. 2020), scaled to tables of a few hundred rows."""
 
-    p_clean: GMM clean probability above which a row is labeled. temperature: sharpening.
-    alpha: mixup Beta(alpha, alpha). lambda_u: weight of the unlabeled (guessed-label) loss,
-    ramped up linearly over `ramp_epochs`. epochs: semi-supervised epochs after the warm-up.
-    """
+    epochs: int = option(40, "semi-supervised epochs after the warm-up")
+    p_clean: float = option(0.5, "GMM clean probability above which a row keeps its label")
+    temperature: float = option(0.5, "sharpening temperature of the guessed labels")
+    alpha: float = option(0.75, "mixup mixes with a weight drawn from Beta(alpha, alpha)")
+    lambda_u: float = option(1.0, "weight of the loss on unlabeled rows (their guessed labels)")
+    ramp_epochs: int = option(10, "epochs over which lambda_u ramps up linearly from 0")
+    n_views: int = option(2, "augmented views averaged when guessing a label")
 
-    epochs: int = 40
-    p_clean: float = 0.5
-    temperature: float = 0.5
-    alpha: float = 0.75
-    lambda_u: float = 1.0
-    ramp_epochs: int = 10
-    n_views: int = 2
+    def __post_init__(self) -> None:
+        for name in ("epochs", "ramp_epochs", "n_views"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(0 < self.p_clean < 1, self, "p_clean", "use a probability in (0, 1)")
+        require(self.temperature > 0, self, "temperature", "it must be positive")
+        require(self.alpha > 0, self, "alpha", "it must be positive")
+        require(self.lambda_u >= 0, self, "lambda_u", "it must be 0 or more")
 
 
 def clean_probability(per_sample_loss: np.ndarray, seed: int) -> np.ndarray:
@@ -176,9 +174,9 @@ def classwise_clean_probability(per_sample_loss: np.ndarray, targets: np.ndarray
     """`clean_probability` fitted within each class (by the rounded target).
 
     One mixture over both classes lets the class the networks favor look clean and the other
-    noisy, so the labeled part fills with one class and the networks drift toward it (measured
-    under one-sided noise: 10% positives predicted on a problem with 48%). Per class, each class
-    keeps its own clean rows. A class with fewer than `min_rows` rows counts as clean.
+    noisy, so the labeled part fills with one class and the networks drift toward it (seen under
+    one-sided noise, docs/noisy_labels.md). Per class, each class keeps its own clean rows. A
+    class with fewer than `min_rows` rows counts as clean.
     """
     out = np.ones(len(per_sample_loss))
     for c in (False, True):
@@ -215,7 +213,7 @@ def _guess(nets: list[nn.Module], views: list[Tensor]) -> Tensor:
 
 
 def _divide_mix_epoch(model: TorchModel, net: nn.Module, peer: nn.Module,
-                      optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, w_clean: Tensor,
+                      optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, w_clean: Tensor,
                       cfg: DivideMixConfig, lambda_u: float, prior: float,
                       generator: torch.Generator, rng: np.random.Generator) -> None:
     """One epoch of MixMatch-style training of `net` on the division made by `peer`."""
@@ -279,7 +277,7 @@ def divide_mix(factory: ModelFactory, X: Features, targets: np.ndarray, *,
     prior = float(s.y.mean())
     targets_np = s.y.cpu().numpy()
     rng = np.random.default_rng(seed)
-    with seeded(model.seed):
+    with hardware.seeded(model.seed, threads=THREADS):
         nets = [model.new_network(), model.new_network()]
         for k, net in enumerate(nets):
             train_network(net, s.x, s.y, config=train_cfg, seed=model.seed + k,
@@ -298,7 +296,8 @@ def divide_mix(factory: ModelFactory, X: Features, targets: np.ndarray, *,
             clean_share.append(float(np.mean([(wk > cfg.p_clean).mean() for wk in w])))
             for k in (0, 1):
                 _divide_mix_epoch(model, nets[k], nets[1 - k], optimizers[k], s.x, s.y,
-                                  model.tensor(w[1 - k]), cfg, lambda_u, prior, generator, rng)
+                                  w_clean=model.tensor(w[1 - k]), cfg=cfg, lambda_u=lambda_u,
+                                  prior=prior, generator=generator, rng=rng)
             if stopper.step(_stop_value(s, nets), nets):
                 break
     return _finish(s, nets, stopper, {"clean_share": [round(c, 3) for c in clean_share]})

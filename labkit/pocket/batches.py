@@ -115,9 +115,9 @@ class Rows:
 
 def pack(encoded: list[Encoded], seq_len: int, pad_id: int, rng: np.random.Generator) -> Rows:
     """Best-fit-decreasing packing of shuffled examples into rows; rows come out shuffled."""
-    order = rng.permutation(len(encoded))
-    too_long = [i for i in order if len(encoded[i].ids) > seq_len]
-    order = [i for i in order if len(encoded[i].ids) <= seq_len]
+    shuffled = rng.permutation(len(encoded))
+    too_long = [i for i in shuffled if len(encoded[i].ids) > seq_len]
+    order = [i for i in shuffled if len(encoded[i].ids) <= seq_len]
     rows: list[list[int]] = []
     for start in range(0, len(order), PACK_CHUNK):
         chunk = sorted(order[start : start + PACK_CHUNK], key=lambda i: -len(encoded[i].ids))
@@ -140,7 +140,7 @@ def pack(encoded: list[Encoded], seq_len: int, pad_id: int, rng: np.random.Gener
 def _fill(rows: list[list[int]], encoded: list[Encoded], seq_len: int, pad_id: int,
           dropped: int) -> Rows:
     shape = (len(rows), seq_len)
-    out = {
+    out: dict[str, np.ndarray] = {
         "input_ids": np.full(shape, pad_id, dtype=np.int64),
         "position_ids": np.zeros(shape, dtype=np.int64),
         "targets": np.full(shape, IGNORE, dtype=np.int64),
@@ -163,4 +163,4 @@ def _fill(rows: list[list[int]], encoded: list[Encoded], seq_len: int, pad_id: i
         # the padding is one more "sequence" of its own, with no loss
         out["position_ids"][r, at:] = np.arange(seq_len - at)
         filled += at
-    return Rows(**out, dropped=dropped, tokens=filled)
+    return Rows(**out, dropped=dropped, tokens=filled)  # type: ignore[arg-type]

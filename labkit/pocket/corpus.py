@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from labkit import prompts
+from labkit.config import option, require
 from labkit.data import SCHEMAS, to_text
 from labkit.data.schema import Schema, Task
-from labkit.data.text import is_missing
+from labkit.data.text import Style, is_missing
 from labkit.pocket.abstracts import AbstractWriter
 from labkit.pocket.knowledge import (
     Rule,
@@ -50,7 +51,7 @@ YES_NO_REWORDINGS = (
     "Answer Yes or No: is it likely that {statement}?",
     "Do you think that {statement}? Answer Yes or No.",
 )
-STYLE_WEIGHTS = {"list": 0.7, "prose": 0.3}  # annotators send "list" by default
+STYLE_WEIGHTS: dict[Style, float] = {"list": 0.7, "prose": 0.3}  # annotators send "list" by default
 REWORDED_SHARE = 0.15  # the rest ask with the official templates of labkit.prompts
 YES_NO_SHARE = 0.5
 EXPLAIN_SHARE = 0.04
@@ -86,17 +87,28 @@ class Example:
 class CorpusConfig:
     """How many examples of each kind; the same seed gives the same corpus."""
 
-    seed: int = 0
-    records: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_RECORDS))
-    abstracts: int = 2000
-    knowledge_repeats: int = 3
-    chat_repeats: int = 4
+    seed: int = option(0, "draws every synthetic patient, abstract and wording")
+    records: dict[str, int] = option(factory=lambda: dict(DEFAULT_RECORDS),
+                                     help="synthetic records per task")
+    abstracts: int = option(2000, "synthetic abstracts")
+    knowledge_repeats: int = option(3, "times each rule is asked about and stated as a document")
+    chat_repeats: int = option(4, "times each plain conversation appears")
     # The record (or abstract) in a question counts half: predicting its values digit by digit
-    # teaches the model where each value sits and how large it is, which it needs to answer (in a
-    # Pima-only run it learned the rule about twice as fast as with no loss on the record).
-    answer_weight: float = 5.0
-    question_prompt_weight: float = 0.5
-    checks_per_record: int = CHECKS_PER_RECORD
+    # teaches the model where each value sits and how large it is, which it needs to answer
+    # (docs/pocket_llm.md: it learned the rule faster than with no loss on the record).
+    answer_weight: float = option(5.0, "loss weight of a record's answer")
+    question_prompt_weight: float = option(0.5, "loss weight of the rest of a record's chat")
+    checks_per_record: int = option(CHECKS_PER_RECORD, "follow-up threshold questions per record")
+
+    def __post_init__(self) -> None:
+        for name in ("abstracts", "knowledge_repeats", "chat_repeats"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.checks_per_record >= 0, self, "checks_per_record", "it must be 0 or more")
+        require(self.answer_weight > 0 and self.question_prompt_weight >= 0, self, "answer_weight",
+                "the answer needs a positive weight, the prompt a weight of 0 or more")
+        unknown = sorted(set(self.records) - set(SCHEMAS))
+        require(not unknown and all(n >= 1 for n in self.records.values()), self, "records",
+                f"use tasks of labkit.data.SCHEMAS ({unknown} are not) with at least 1 record each")
 
     def scaled(self, factor: float) -> CorpusConfig:
         """The same mix with every count multiplied by `factor` (for quick runs and tests)."""
@@ -159,7 +171,7 @@ def question(task: Task, text: str, p: float, rng: np.random.Generator) -> tuple
     return user, answer, yes_no
 
 
-def ask(kind: str, task: str, text: str, p: float, rng: np.random.Generator,
+def ask(kind: str, task: str, text: str, p: float, rng: np.random.Generator, *,
         answer_weight: float, prompt_weight: float) -> Example:
     """A chat that asks about one record (or abstract) text."""
     user, answer, yes_no = question(SCHEMAS[task].task, text, p, rng)
@@ -182,7 +194,7 @@ def record_examples(task: str, n: int, rng: np.random.Generator, answer_weight: 
         if not text:
             continue  # every feature dropped: nothing to ask about
         p = knowledge.risk(record)
-        example = ask("record", task, text, p, rng, answer_weight, prompt_weight)
+        example = ask("record", task, text, p, rng, answer_weight=answer_weight, prompt_weight=prompt_weight)
         turns = follow_ups(record, schema, knowledge, checks, rng)
         out.append(replace(example, messages=example.messages + turns) if turns else example)
         if rng.random() < EXPLAIN_SHARE:
@@ -196,7 +208,7 @@ def follow_ups(record: dict[str, Any], schema: Schema, knowledge: TaskKnowledge,
     answered exactly from the textbook thresholds.
 
     They come after the main question, so its answer is learned in exactly the single-turn form
-    the annotators use; each costs ~25 tokens and teaches, in the full record, the comparisons
+    the annotators use; each costs a few dozen tokens and teaches, in the full record, the comparisons
     the risk is built from (cheap, noise-free supervision that a small model needs to learn to
     read numbers).
     """
@@ -227,7 +239,7 @@ def abstract_examples(n: int, rng: np.random.Generator, answer_weight: float = 5
     for _ in range(n):
         abstract = writer.write()
         out.append(ask("abstract", "abstracts", abstract.text, writer.risk(abstract), rng,
-                       answer_weight, prompt_weight))
+                       answer_weight=answer_weight, prompt_weight=prompt_weight))
     return out
 
 

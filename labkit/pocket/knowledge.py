@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
+from labkit.data.schema import canonical_code
 from labkit.data.text import is_missing
-
-KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "data" / "knowledge"
+from labkit.paths import KNOWLEDGE_DIR
 
 
 class KnowledgeError(ValueError):
@@ -56,7 +56,7 @@ class Rule:
         if is_missing(value):
             return 0.0
         if self.equals is not None:
-            return self.weight if _code(value) == self.equals else 0.0
+            return self.weight if canonical_code(value) == self.equals else 0.0
         x = float(value)
         if self.above is not None:
             return self.weight if x >= self.above else 0.0
@@ -97,13 +97,6 @@ class TaskKnowledge:
         return 1.0 / (1.0 + math.exp(-self.logit(record)))
 
 
-def _code(value: Any) -> str:
-    """CSV codes compare as text: 1, 1.0 and "1" are the same code (as in labkit.data)."""
-    if isinstance(value, (int, float)):
-        return f"{float(value):g}"
-    return str(value)
-
-
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
               ast.Div: operator.truediv}
 
@@ -126,7 +119,7 @@ def evaluate(formula: str, values: Mapping[str, Any]) -> float:
             return float(node.value)
         if isinstance(node, ast.Name):
             value = values.get(node.id)
-            return math.nan if is_missing(value) else float(value)
+            return math.nan if value is None or is_missing(value) else float(value)
         raise KnowledgeError(f"derived feature {formula!r}: only + - * /, numbers and columns")
 
     return walk(ast.parse(formula, mode="eval"))
@@ -154,10 +147,19 @@ def _rule(item: dict[str, Any], where: str, citations: Mapping[str, str]) -> Rul
         source=str(item["source"]),
         above=float(item["above"]) if "above" in item else None,
         below=float(item["below"]) if "below" in item else None,
-        equals=_code(item["equals"]) if "equals" in item else None,
+        equals=_equals(item, where),
         linear=(float(linear["from"]), float(linear["to"]), float(linear["per"])) if linear else None,
         log=bool(item.get("log", False)),
     )
+
+
+def _equals(item: dict[str, Any], where: str) -> str | None:
+    if "equals" not in item:
+        return None
+    code = canonical_code(item["equals"])
+    if code is None:
+        raise KnowledgeError(f"{where}: `equals` needs a code, got {item['equals']!r}")
+    return code
 
 
 @cache

@@ -16,19 +16,25 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, GenerationConfig, LlamaConfig, LlamaForCausalLM
 from transformers.masking_utils import AttentionMaskInterface
 
+from labkit.config import option, require
+
 
 @dataclass(frozen=True)
 class Shape:
-    """Width and depth: 4 layers of width 192 (about 2.6 million parameters with a 4,096-token
-    vocabulary). Width 128 (1.3 M) learned the tables of words but never learned to read the
-    laboratory tables' numbers (Pima, ILPD, HCV) in 4,000 steps; 192 learned them by step ~2,000
-    and runs the 4,353 steps of the full corpus (2,560 tokens each) in ~28 minutes on 2 cores."""
+    """Width and depth of the pocket LLM. Width was the decisive choice: the narrower first build
+    learned the tables of words but never learned to read the laboratory tables' numbers
+    (docs/pocket_llm.md has the builds and their figures)."""
 
-    hidden_size: int = 192
-    layers: int = 4
-    heads: int = 6
-    intermediate_size: int = 512
-    max_positions: int = 1024
+    hidden_size: int = option(192, "width of the residual stream")
+    layers: int = option(4, "decoder layers")
+    heads: int = option(6, "attention heads (each of hidden_size / heads dimensions)")
+    intermediate_size: int = option(512, "width of the SwiGLU feed-forward layer")
+    max_positions: int = option(1024, "longest sequence the rotary positions cover")
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "layers", "heads", "intermediate_size", "max_positions"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.hidden_size % self.heads == 0, self, "heads", "it must divide hidden_size")
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -44,7 +50,7 @@ def model_config(shape: Shape, vocab_size: int, eos_id: int, pad_id: int) -> Lla
         num_attention_heads=shape.heads,
         num_key_value_heads=shape.heads,
         max_position_embeddings=shape.max_positions,
-        rope_theta=10000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=eos_id,
@@ -56,7 +62,9 @@ def model_config(shape: Shape, vocab_size: int, eos_id: int, pad_id: int) -> Lla
 def build_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
     """A freshly initialized model; the same seed gives the same initial weights."""
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config)
+    model.float()  # fp32 whatever the default dtype: pre-training runs on a CPU
+    return model
 
 
 def generation_config(eos_id: int, pad_id: int) -> GenerationConfig:
@@ -71,14 +79,14 @@ PACKED = "pocket_packed"
 
 
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-                     value: torch.Tensor, attention_mask: torch.Tensor | None,
+                     value: torch.Tensor, attention_mask: torch.Tensor | None, *,
                      scaling: float | None = None, dropout: float = 0.0,
                      position_ids: torch.Tensor | None = None, **kwargs: Any
                      ) -> tuple[torch.Tensor, None]:
     """Causal attention inside each example of a packed row (position ids restart at 0 where an
     example starts). The same result as sdpa with transformers' block-diagonal packed mask, but
-    each example is its own causal call: with ~4 examples in a 640-token row that skips the
-    masked-out blocks: a pre-training step on a CPU takes ~15% less time."""
+    each example is its own causal call, which skips the blocks a mask would only hide (the CPU
+    kernel cannot skip them; docs/pocket_llm.md has the time saved)."""
     if position_ids is None:
         raise ValueError("packed attention needs the position ids that mark where examples start")
     rows = []  # query etc.: [batch, heads, tokens, head_dim]

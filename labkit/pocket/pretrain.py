@@ -5,83 +5,100 @@
       ->  data/models/pocket-llm/ (config, safetensors, tokenizer + chat template, loss curve)
 
 Everything is seeded: the same seed and the same number of CPU threads give the same weights.
-Training writes a checkpoint every `checkpoint_every` steps (and on Ctrl-C) into `run_dir`;
-`--resume` continues from it and ends with the same weights as an uninterrupted run.
+Training writes a checkpoint every `save_steps` steps (and on Ctrl-C) into `run_dir`;
+`resume=True` (`--resume`) continues from it and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import hashlib
 import json
+import logging
 import math
-import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import LlamaForCausalLM
 
-from labkit.loader import POCKET_LLM
-from labkit.pocket.batches import IGNORE, Rows, encode, pack
+from labkit import runs
+from labkit.chat import IGNORE
+from labkit.config import option, require, settings
+from labkit.paths import POCKET_LLM, shipped_name
+from labkit.pocket.batches import Rows, encode, pack
 from labkit.pocket.corpus import CHECK_WEIGHT, CorpusConfig, Example, build_corpus, check_leaks
 from labkit.pocket.model import PACKED, Shape, attention, build_model, generation_config, model_config
 from labkit.pocket.tokenizer import END_OF_TEXT, IM_END, train_tokenizer
 
 RUN_DIR = Path("runs/pocket-pretrain")
 CHECKPOINT = "checkpoint.pt"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PretrainConfig:
     """Everything that decides the pocket LLM. The defaults rebuild the shipped model."""
 
-    seed: int = 0
-    out: Path = POCKET_LLM
-    run_dir: Path = RUN_DIR
-    corpus_scale: float = 1.0  # multiply every example count (0.02 for a one-minute demo)
-    vocab_size: int = 4096
-    shape: Shape = field(default_factory=Shape)
-    seq_len: int = 640
-    batch_rows: int = 4
-    # True: attention stays inside each example packed in a row (position ids restart per
-    # example; model.packed_attention). Decisive: when an example can see the records packed
-    # before it, the small model has to learn first which glucose value is "this" patient's, and
-    # in our runs it barely learned anything in the same time. It costs no time: packed_attention
-    # skips the blocks that a mask would only hide.
-    isolate_examples: bool = True
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 30
-    decay_fraction: float = 0.3  # the learning rate stays at its peak, then decays over this share
-    weight_decay: float = 0.1
-    max_steps: int | None = None  # stop early (the schedule still spans the whole corpus)
-    checkpoint_every: int = 50
-    eval_every: int = 500
-    eval_records: int = 48  # held-out synthetic records per task for the fidelity check
-    # The shipped weights come from 2 threads: a different thread count sums in another order and
-    # ends with (slightly) different weights; on a machine shared with another heavy job, 1 thread
-    # is steadier (2 threads then wait on each other).
-    threads: int = 2
-    leak_check: bool = True
-    resume: bool = False
-    progress: bool = True
+    seed: int = option(0, "the corpus, the initial weights and the order of rows")
+    out: Path = option(POCKET_LLM, "model folder to write (a Hugging Face folder)", bookkeeping=True)
+    run_dir: Path = option(RUN_DIR, "checkpoints and logs", bookkeeping=True)
+    corpus_scale: float = option(1.0, "multiplies every example count (0.02 for a one-minute demo)")
+    vocab_size: int = option(4096, "tokens of the byte-level BPE vocabulary")
+    shape: Shape = option(factory=Shape, help="width and depth of the model", cli=False)
+    seq_len: int = option(640, "tokens per packed training row")
+    batch_rows: int = option(4, "packed rows per optimizer step")
+    # Decisive: when an example can see the records packed before it, the small model has to
+    # learn first which glucose value is "this" patient's, and in our runs it barely learned
+    # anything in the same time. It costs no time: packed_attention skips the blocks a mask would
+    # only hide.
+    isolate_examples: bool = option(
+        True, "attention stays inside each example packed in a row (position ids restart per "
+              "example; model.packed_attention)")
+    learning_rate: float = option(3e-3, "peak learning rate of AdamW")
+    min_lr: float = option(3e-4, "learning rate at the last step")
+    warmup_steps: int = option(30, "steps of linear warm-up")
+    decay_fraction: float = option(
+        0.3, "the learning rate stays at its peak, then decays (cosine) over this share of the steps")
+    weight_decay: float = option(0.1, "AdamW weight decay (not on norms)")
+    max_steps: int | None = option(
+        None, "stop early (the schedule still spans the whole corpus)", bookkeeping=True)
+    save_steps: int = option(50, "a checkpoint every n steps (and on Ctrl-C)")
+    eval_steps: int = option(500, "a fidelity check every n steps; 0: none")
+    eval_records: int = option(48, "held-out synthetic records per task for the fidelity check")
+    # A different thread count sums in another order and ends with (slightly) different weights;
+    # on a machine shared with another heavy job, 1 thread is steadier (2 then wait on each other).
+    threads: int = option(2, "CPU threads (the shipped weights come from 2)", bookkeeping=True)
+    leak_check: bool = option(True, "check that no shipped record is in the corpus")
+    resume: bool = option(False, "continue from the checkpoint in run_dir", bookkeeping=True)
+    progress: bool = option(True, "show a progress bar", bookkeeping=True)
+
+    def __post_init__(self) -> None:
+        self.out, self.run_dir = Path(self.out), Path(self.run_dir)
+        for name in ("vocab_size", "seq_len", "batch_rows", "save_steps", "eval_records", "threads"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.corpus_scale > 0, self, "corpus_scale", "it must be positive")
+        require(0 < self.min_lr <= self.learning_rate, self, "min_lr",
+                "use a positive rate no larger than learning_rate")
+        require(0 <= self.decay_fraction <= 1, self, "decay_fraction", "use a fraction in [0, 1]")
+        require(self.eval_steps >= 0, self, "eval_steps", "use 0 (no checks) or more")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps",
+                "it must be at least 1 (or None)")
 
     def to_json(self) -> dict[str, Any]:
+        """Every field, as training.json records it (the model folder named inside the kit)."""
         data = asdict(self)
-        data["out"], data["run_dir"] = _portable(self.out), str(self.run_dir)
+        data["out"], data["run_dir"] = shipped_name(self.out), str(self.run_dir)
         return data
 
 
-def _portable(path: Path) -> str:
-    """A path inside the kit relative to its root (training.json should not name the machine)."""
-    root = POCKET_LLM.parents[2]
-    path = Path(path).resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+# A one-minute demo (`labkit pretrain --fast`, lesson A1): 2% of the corpus, 20 steps, no checks.
+FAST = {"corpus_scale": 0.02, "max_steps": 20, "eval_steps": 0, "leak_check": False}
 
 
 @dataclass
@@ -98,10 +115,10 @@ def prepare(config: PretrainConfig) -> Prepared:
     corpus = build_corpus(CorpusConfig(seed=config.seed).scaled(config.corpus_scale))
     counts = corpus_counts(corpus)
     if config.leak_check:
-        report = check_leaks(corpus, sorted({e.task for e in corpus if e.kind == "record"}))
+        report = check_leaks(corpus, sorted({e.task for e in corpus if e.kind == "record" and e.task}))
         if not report.clean:
             raise RuntimeError(f"the generated corpus contains shipped data: {report}")
-        print(f"leak check: {report}")
+        logger.info("leak check: %s", report)
         counts |= {f"chance_matches:{k}": v for k, v in report.chance_matches.items()}
     texts = [e.render() for e in corpus]
     tokenizer = train_tokenizer(texts, config.vocab_size)
@@ -126,15 +143,15 @@ def learning_rate(step: int, total: int, config: PretrainConfig) -> float:
     examples of it; a peak held for most of the run gives every table its jump before the decay.
     """
     if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
+        return config.learning_rate * (step + 1) / config.warmup_steps
     start = max(config.warmup_steps, round(total * (1 - config.decay_fraction)))
     if step < start:
-        return config.lr
+        return config.learning_rate
     progress = (step - start) / max(1, total - start)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+    return config.min_lr + 0.5 * (config.learning_rate - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def weighted_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+def weighted_loss(model: LlamaForCausalLM, batch: dict[str, torch.Tensor],
                   isolate_examples: bool = False) -> tuple[torch.Tensor, float]:
     """Weighted next-token cross-entropy with soft Yes/No targets; also the answer-token loss.
 
@@ -159,13 +176,13 @@ def weighted_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     return loss, answer_loss
 
 
-def optimizer_for(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+def optimizer_for(model: LlamaForCausalLM, config: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on norms (1-D weights), as usual for transformers."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-8)
 
 
 def batch_at(rows: Rows, step: int, size: int) -> dict[str, torch.Tensor]:
@@ -181,7 +198,7 @@ def total_steps(rows: Rows, config: PretrainConfig) -> int:
 
 @dataclass
 class PretrainResult:
-    model: torch.nn.Module
+    model: LlamaForCausalLM
     tokenizer: Any
     history: list[dict[str, float]]
     evals: list[dict[str, Any]]
@@ -203,77 +220,119 @@ def pretrain(config: PretrainConfig | None = None) -> PretrainResult:
 def _pretrain(config: PretrainConfig) -> PretrainResult:
     start = time.time()
     prepared = prepare(config)
-    tokenizer, rows = prepared.tokenizer, prepared.rows
+    tokenizer = prepared.tokenizer
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (IM_END, END_OF_TEXT)}
     model = build_model(model_config(config.shape, len(tokenizer), ids[IM_END], ids[END_OF_TEXT]),
                         config.seed)
     model.config.use_cache = False  # training: packed sequences need no KV cache
-    optimizer = optimizer_for(model, config)
-    state = {"step": 0, "history": [], "evals": [], "seconds": 0.0}
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    run = _Training(config, model, optimizer_for(model, config), tokenizer, prepared.rows,
+                    {"step": 0, "history": [], "evals": [], "seconds": 0.0})
     if config.resume:
-        state = load_checkpoint(config, model, optimizer, tokenizer) or state
-    steps = total_steps(rows, config)
-    last = min(steps, config.max_steps or steps)
+        run.resume()
     try:
         with attention(model, PACKED if config.isolate_examples else "sdpa"):
-            train_steps(model, optimizer, rows, config, state, steps, last, tokenizer)
+            run.train()
     except KeyboardInterrupt:
-        save_checkpoint(config, model, optimizer, tokenizer, state)
-        print(f"\ninterrupted at step {state['step']}: checkpoint in {config.run_dir}; "
-              "run again with --resume to continue")
+        run.save_checkpoint()
+        logger.warning("interrupted at step %d: checkpoint in %s; run again with resume=True "
+                       "(--resume) to continue", run.state["step"], config.run_dir)
         raise
-    save_checkpoint(config, model, optimizer, tokenizer, state)
+    run.save_checkpoint()
     model.config.use_cache = True
     model.eval()
-    seconds = time.time() - start
-    result = PretrainResult(model, tokenizer, state["history"], state["evals"], prepared.counts,
-                            seconds)
+    result = PretrainResult(model, tokenizer, run.state["history"], run.state["evals"], prepared.counts,
+                            time.time() - start)
     save_model(result, config)
     return result
 
 
-def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: Rows,
-                config: PretrainConfig, state: dict[str, Any], steps: int, last: int,
-                tokenizer: Any) -> None:
-    """The training loop from state["step"] to `last`, logging into `state`."""
-    model.train()
-    bar = tqdm(total=last, initial=state["step"], desc="pre-training", unit="step",
-               disable=not config.progress)
-    tick = time.time()
-    while state["step"] < last:
-        step = state["step"]
-        lr = learning_rate(step, steps, config)
-        for group in optimizer.param_groups:
+@dataclass
+class _Training:
+    """The model in training, and everything its checkpoint holds."""
+
+    config: PretrainConfig
+    model: LlamaForCausalLM
+    optimizer: torch.optim.Optimizer
+    tokenizer: Any
+    rows: Rows
+    state: dict[str, Any]  # step, history, evals, seconds
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.config.run_dir / CHECKPOINT
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed: the config and the tokenizer."""
+        vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        return {"tokenizer": hashlib.sha256(vocabulary.encode()).hexdigest()[:16], **settings(self.config)}
+
+    def save_checkpoint(self) -> None:
+        """Model, optimizer and log, written atomically (a crash never leaves half a file)."""
+        runs.save_state(self.checkpoint, {"model": self.model.state_dict(),
+                                          "optimizer": self.optimizer.state_dict(),
+                                          "state": self.state, "settings": self.settings()})
+
+    def resume(self) -> None:
+        """Continue from the checkpoint, if there is one written with the same settings."""
+        if not self.checkpoint.is_file():
+            return
+        saved = runs.load_state(self.checkpoint)
+        runs.check_same(self.checkpoint, saved.get("settings", {}), self.settings(),
+                        fix="delete it, or run without resume to start over")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = saved["state"]
+        logger.info("resuming from step %d (%s)", self.state["step"], self.checkpoint)
+
+    def train(self) -> None:
+        """The training loop from state["step"] on, logging into `state`."""
+        config, state = self.config, self.state
+        steps = total_steps(self.rows, config)
+        last = min(steps, config.max_steps or steps)
+        self.model.train()
+        bar = tqdm(total=last, initial=state["step"], desc="pre-training", unit="step",
+                   disable=not config.progress)
+        tick = time.time()
+        while state["step"] < last:
+            loss, answer_loss, lr = self._step(state["step"], steps)
+            now = time.time()
+            state["seconds"] += now - tick
+            tick = now
+            state["step"] += 1
+            state["history"].append({"step": state["step"], "loss": round(loss, 5),
+                                     "answer_loss": round(answer_loss, 5), "lr": lr,
+                                     "seconds": round(state["seconds"], 2)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", answer=f"{answer_loss:.3f}")
+            if state["step"] % config.save_steps == 0:
+                self.save_checkpoint()
+            if config.eval_steps and (state["step"] % config.eval_steps == 0 or state["step"] == last):
+                self._evaluate(bar)
+                tick = time.time()  # evaluation time is not training time
+        bar.close()
+
+    def _step(self, step: int, steps: int) -> tuple[float, float, float]:
+        """One optimizer step; (loss, answer-token loss, learning rate)."""
+        lr = learning_rate(step, steps, self.config)
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = batch_at(rows, step, config.batch_rows)
-        loss, answer_loss = weighted_loss(model, batch, config.isolate_examples)
-        optimizer.zero_grad(set_to_none=True)
+        batch = batch_at(self.rows, step, self.config.batch_rows)
+        loss, answer_loss = weighted_loss(self.model, batch, self.config.isolate_examples)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        now = time.time()
-        state["seconds"] += now - tick
-        tick = now
-        state["step"] = step + 1
-        state["history"].append({"step": step + 1, "loss": round(loss.item(), 5),
-                                 "answer_loss": round(answer_loss, 5), "lr": lr,
-                                 "seconds": round(state["seconds"], 2)})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", answer=f"{answer_loss:.3f}")
-        if state["step"] % config.checkpoint_every == 0:
-            save_checkpoint(config, model, optimizer, tokenizer, state)
-        if config.eval_every and (state["step"] % config.eval_every == 0 or state["step"] == last):
-            with attention(model, "sdpa"):  # inference: padded batches, no packing
-                evaluation = fidelity(model, tokenizer, config)
-            state["evals"].append({"step": state["step"], **evaluation})
-            bar.write(f"step {state['step']}: " + format_fidelity(evaluation))
-            model.train()
-            tick = time.time()  # evaluation time is not training time
-    bar.close()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        return loss.item(), answer_loss, lr
+
+    def _evaluate(self, bar: Any) -> None:
+        with attention(self.model, "sdpa"):  # inference: padded batches, no packing
+            evaluation = fidelity(self.model, self.tokenizer, self.config)
+        self.state["evals"].append({"step": self.state["step"], **evaluation})
+        bar.write(f"step {self.state['step']}: " + format_fidelity(evaluation))
+        self.model.train()
 
 
-def fidelity(model: torch.nn.Module, tokenizer: Any, config: PretrainConfig) -> dict[str, float]:
+def fidelity(model: LlamaForCausalLM, tokenizer: Any, config: PretrainConfig) -> dict[str, float]:
     """How closely the model's P(Yes) follows the textbook rule, on held-out synthetic records:
     the correlation per task (1.0 = a perfect copy of the rule)."""
     from labkit.annotate import LocalAnnotator
@@ -305,37 +364,6 @@ def fidelity(model: torch.nn.Module, tokenizer: Any, config: PretrainConfig) -> 
 
 def format_fidelity(evaluation: dict[str, float]) -> str:
     return "fidelity r " + " ".join(f"{k} {v:.2f}" for k, v in evaluation.items())
-
-
-def save_checkpoint(config: PretrainConfig, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, tokenizer: Any, state: dict[str, Any]) -> None:
-    """Model, optimizer and log, written atomically (a crash never leaves half a file)."""
-    path = config.run_dir / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": state, "vocab": tokenizer.get_vocab(), "config": config.to_json()}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(config: PretrainConfig, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, tokenizer: Any) -> dict[str, Any] | None:
-    """Restore a checkpoint written with the same settings; None when there is none."""
-    path = config.run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    saved = torch.load(path, weights_only=False)
-    mine = config.to_json()
-    differ = [k for k in mine if k not in ("resume", "max_steps", "progress", "out", "threads")
-              and saved["config"].get(k) != mine[k]]
-    if differ or saved["vocab"] != tokenizer.get_vocab():
-        raise ValueError(
-            f"{path} was written with other settings ({differ or 'tokenizer'}); delete it or run "
-            "without --resume to start over."
-        )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    print(f"resuming from step {saved['state']['step']} ({path})")
-    return saved["state"]
 
 
 def save_model(result: PretrainResult, config: PretrainConfig) -> None:
@@ -386,49 +414,3 @@ def _smooth(values: np.ndarray, window: int = 20) -> np.ndarray:
         chunk = chunk[~np.isnan(chunk)]
         out[i] = chunk.mean() if len(chunk) else np.nan
     return out
-
-
-# --- command line --------------------------------------------------------------------------------
-
-FAST = {"corpus_scale": 0.02, "max_steps": 20, "eval_every": 0, "leak_check": False}
-
-
-def parse_args(argv: list[str]) -> PretrainConfig:
-    parser = argparse.ArgumentParser(
-        prog="labkit pretrain", description="Pre-train the pocket LLM from scratch (CPU, fp32).")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"model folder to write (default: {POCKET_LLM}; with --fast: "
-                             "RUN_DIR/pocket-llm-fast)")
-    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="checkpoints and logs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="CPU threads (default 2: the shipped weights' setting)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    parser.add_argument("--fast", action="store_true",
-                        help="a one-minute demo: 2%% of the corpus, 20 steps, no evaluation")
-    parser.add_argument("--no-leak-check", action="store_true",
-                        help="skip the check that no shipped record is in the corpus")
-    args = parser.parse_args(argv)
-    out = args.out or (args.run_dir / "pocket-llm-fast" if args.fast else POCKET_LLM)
-    config = PretrainConfig(seed=args.seed, out=out, run_dir=args.run_dir,
-                            corpus_scale=args.scale, max_steps=args.max_steps,
-                            threads=args.threads, resume=args.resume,
-                            leak_check=not args.no_leak_check)
-    if args.fast:
-        config = replace(config, **FAST)
-    return config
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`labkit pretrain`: rebuild the pocket LLM; prints where it went and how long it took."""
-    config = parse_args(list(argv or []))
-    if config.out == POCKET_LLM and config.max_steps is not None:
-        print(f"note: stopping early overwrites the shipped model in {POCKET_LLM}; "
-              "pass --out to write elsewhere")
-    result = pretrain(config)
-    final = result.history[-1]
-    print(f"wrote {config.out} after {len(result.history)} steps in {result.seconds / 60:.1f} min "
-          f"(loss {final['loss']:.3f}, answer loss {final['answer_loss']:.3f})")
-    return 0

@@ -3,13 +3,12 @@
 A checkpoint folder `checkpoint-<step>` holds the trainable weights (safetensors) and a
 `trainer_state.pt` with the optimizer, the scheduler, the grad scaler, the random state, the step
 (which fixes the data position: batches are a function of seed and epoch) and the log so far.
-A checkpoint is written under a temporary name and renamed when complete, so a run killed while
-saving leaves the previous checkpoint intact.
+A checkpoint is written under a temporary name and renamed when complete (labkit.runs), so a run
+killed while saving leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from labkit import runs
 
 WEIGHTS = "trainable.safetensors"
 STATE = "trainer_state.pt"
@@ -45,15 +46,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(output_dir: Path, step: int, model: nn.Module, state: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoint-<step> (weights + `state`) atomically; keep only the newest `keep` checkpoints."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / WEIGHTS))
-    torch.save(state, tmp / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with runs.atomic_folder(final) as tmp:
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
     for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -87,4 +83,4 @@ def load(path: Path, model: nn.Module) -> dict[str, Any]:
         for name, tensor in weights.items():
             params[name].copy_(tensor)
     # Our own file: optimizer, scheduler and RNG states are tensors and plain Python values.
-    return torch.load(path / STATE, weights_only=True)
+    return runs.load_state(path / STATE)

@@ -1,7 +1,7 @@
 """SFT data: (prompt, answer) pairs -> chat-templated token ids with an answer mask -> padded batches.
 
-The prompt is rendered exactly as the annotators render it (chat template with the generation
-prompt, no extra special tokens), so the LLM is trained on the very token ids it will read later.
+The prompt is rendered by labkit.chat, as the annotators and the server render it, so the LLM is
+trained on the very token ids it will read later.
 Batches group examples of similar length (less padding, so fewer wasted FLOPs) in a random order
 that depends only on (seed, epoch): a resumed run sees the same batches as an uninterrupted one.
 """
@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-IGNORE = -100  # label of a token that carries no loss (prompt and padding), as in PyTorch's cross_entropy
+from labkit.chat import IGNORE, require_template, split_turn, token_ids
+
 MEGABATCH = 50  # batches per length-sorted group: wide enough to cut padding, narrow enough to stay random
 
 
@@ -109,9 +110,7 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
     the end: the end holds the question and the assistant header that the answer follows (a long
     abstract cut at its end would teach the answer without the question).
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template "
-                         "(a Jinja string) or use the instruct/chat version of the model.")
+    require_template(tokenizer)
     if cutoff < 2:
         raise ValueError(f"cutoff={cutoff}: it must leave room for at least one prompt and one answer token.")
     if len(examples) == 0:
@@ -122,18 +121,13 @@ def encode(tokenizer: Any, examples: Sequence[Any], cutoff: int, system: str | N
         prompt, answer = as_pair(example, i)
         weights.append(weight_of(example, i))
         user = head + [{"role": "user", "content": prompt}]
-        prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-        full_text = tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": answer}], tokenize=False)
-        if not full_text.startswith(prompt_text):
-            raise ValueError(f"example {i}: the chat template renders the conversation with a different "
-                             "prompt than the generation prompt, so the answer cannot be told apart; "
-                             "use a template whose generation prompt is a prefix of the full conversation.")
-        prompts.append(prompt_text)
-        answers.append(full_text[len(prompt_text):])
-    # The template already holds the special tokens it wants (e.g. BOS): add none here.
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+        try:
+            prompt_part, answer_part = split_turn(tokenizer, user, answer)
+        except ValueError as err:
+            raise ValueError(f"example {i}: {err}") from None
+        prompts.append(prompt_part)
+        answers.append(answer_part)
+    prompt_ids, answer_ids = token_ids(tokenizer, prompts), token_ids(tokenizer, answers)
     encoded, truncated = [], 0
     for p, a, weight in zip(prompt_ids, answer_ids, weights, strict=True):
         p_keep, a_keep = split_lengths(len(p), len(a), cutoff)
@@ -178,13 +172,3 @@ def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> d
     weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device),
             "weights": weights.to(device)}
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    """The pad id; tokenizers without one pad with EOS (padding carries no loss and, on the right, is
-    never attended to by a real token)."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an EOS token: "
-                     "set tokenizer.pad_token.")

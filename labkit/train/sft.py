@@ -2,15 +2,14 @@
 
     from labkit.train import SFTConfig, train_sft
     result = train_sft(model, tokenizer, [("Is 2 even?", "Yes"), ...],
-                       SFTConfig(output_dir="runs/sft", max_steps=64, save_steps=16))
+                       SFTConfig(output_dir=Path("runs/sft"), max_steps=64, save_steps=16))
     result.model            # the model with its trained LoRA adapter (a peft model)
     print(result.summary()) # steps, final loss, tokens/s, peak memory
     train_sft(..., resume=True)   # after an interruption: continues from the newest checkpoint
 
-Why not TRL's SFTTrainer or the transformers Trainer: on this kit's CPU, TRL 1.16 runs LoRA SFT at
-about half of LlamaFactory's speed, and this loop needs a third of TRL's CPU time per token and a
-little less than the transformers Trainer's (docs/fine_tuning.md has the measured table), while it
-stays short enough to read and resumes exactly. It
+Why not TRL's SFTTrainer or the transformers Trainer: on a CPU this loop needs less time per token
+than either (benchmarks/sft_speed.py; docs/fine_tuning.md has the measured table and its date),
+while it stays short enough to read and resumes exactly. It
 - groups examples of similar length into a batch and pads each batch only to its longest example;
 - runs the output head (hidden x vocabulary, the largest matrix of a small model) on the answer
   tokens only, since only they carry loss;
@@ -28,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,65 +36,90 @@ import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import SchedulerType, get_scheduler
 
-from labkit import hardware
-from labkit.adapters import AdapterSummary, Method, attach_adapter, summarize_trainable
+from labkit import hardware, runs
+from labkit.adapters import (
+    FINETUNING_TYPES,
+    AdapterSummary,
+    FinetuningType,
+    attach_adapter,
+    summarize_trainable,
+)
+from labkit.chat import IGNORE, pad_token_id
+from labkit.config import option, require, require_choice, settings
 from labkit.train import checkpoint
-from labkit.train.data import IGNORE, EncodedSet, collate, encode, length_grouped_batches, pad_token_id
+from labkit.train.data import EncodedSet, collate, encode, length_grouped_batches
 
-# Settings that do not change the trained weights: a run may resume with other values for these.
-_BOOKKEEPING = {"output_dir", "save_steps", "save_total_limit", "log_steps", "progress"}
+SCHEDULERS: tuple[str, ...] = tuple(t.value for t in SchedulerType)
 
 
 @dataclass
 class SFTConfig:
-    """Everything that decides an SFT run (LlamaFactory's finetuning arguments, reduced)."""
+    """Everything that decides an SFT run, named as in LlamaFactory's finetuning arguments and
+    transformers' TrainingArguments (a LlamaFactory YAML file uses the same keys)."""
 
-    output_dir: str | Path | None = None  # checkpoints go here; None: no checkpoints, no resume
-    method: Method | None = "lora"  # None: the model comes prepared; train what requires grad
-    lora_r: int = 8
-    lora_alpha: float = 16
-    lora_dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-    learning_rate: float = 1e-4
-    epochs: float = 1.0
-    max_steps: int | None = None  # when set, overrides epochs
-    batch_size: int = 8
-    grad_accumulation: int = 1
-    cutoff: int = 256  # longest example in tokens (prompt + answer)
-    warmup_ratio: float = 0.0
-    scheduler: str = "linear"  # any name transformers.get_scheduler knows: linear, cosine, constant, ...
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    seed: int = 42
-    group_by_length: bool = True
-    fast_loss: bool = True  # False: the model's plain forward (full logits, attention mask), for comparison
-    system: str | None = None  # a system message before every prompt (the annotator's, if it has one)
-    save_steps: int = 0  # a checkpoint every n steps (and always at the end); 0: at the end only
-    save_total_limit: int = 2
-    log_steps: int = 10
-    progress: bool = True
+    output_dir: Path | None = option(
+        None, "checkpoints go here; None: no checkpoints, no resume", bookkeeping=True)
+    finetuning_type: FinetuningType | None = option(
+        "lora", "lora, dora, freeze or full (labkit.adapters); None: the model comes prepared, "
+        "and what requires grad trains")
+    lora_rank: int = option(8, "rank r of the LoRA update B @ A")
+    lora_alpha: int = option(16, "the LoRA update is scaled by lora_alpha / lora_rank")
+    lora_dropout: float = option(0.0, "dropout on the input of the LoRA branch")
+    lora_target: str = option(
+        "all", "layers that get LoRA: 'all' (every linear layer but the head) or names separated "
+        "by commas, e.g. 'q_proj,v_proj'")
+    learning_rate: float = option(1e-4, "peak learning rate of AdamW")
+    num_train_epochs: float = option(1.0, "passes over the examples (max_steps overrides it)")
+    max_steps: int | None = option(None, "optimizer steps; when set, overrides num_train_epochs")
+    per_device_train_batch_size: int = option(8, "examples per micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    cutoff_len: int = option(
+        256, "longest example in tokens (prompt and answer); longer ones are cut, never dropped")
+    warmup_ratio: float = option(0.0, "share of the steps over which the learning rate warms up from 0")
+    lr_scheduler_type: str = option("linear", "learning-rate schedule (transformers.get_scheduler)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 turns clipping off")
+    seed: int = option(42, "seeds the adapter's initialization, dropout and the order of batches")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    fast_loss: bool = option(
+        True, "run the output head on answer tokens only (checked against the model's own forward); "
+        "False: the plain forward with full logits, for comparison")
+    system: str | None = option(
+        None, "a system message before every prompt (the annotator's, if it has one)")
+    save_steps: int = option(
+        0, "a checkpoint every n steps (and always at the end); 0: at the end only", bookkeeping=True)
+    save_total_limit: int = option(2, "checkpoints kept, the newest", bookkeeping=True)
+    logging_steps: int = option(10, "optimizer steps per entry of the loss history", bookkeeping=True)
+    progress: bool = option(True, "show a progress bar", bookkeeping=True)
 
-    def check(self) -> None:
-        """Reject values that cannot work, naming the field and what to use instead."""
-        positive = ("batch_size", "grad_accumulation", "cutoff", "log_steps", "lora_r")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"SFTConfig.{name}={getattr(self, name)}: it must be at least 1.")
-        if self.max_steps is None and self.epochs <= 0:
-            raise ValueError(f"SFTConfig.epochs={self.epochs}: set epochs > 0 or max_steps.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"SFTConfig.max_steps={self.max_steps}: it must be at least 1 (or None).")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"SFTConfig.warmup_ratio={self.warmup_ratio}: use a fraction in [0, 1).")
-        if self.save_steps < 0:
-            raise ValueError(f"SFTConfig.save_steps={self.save_steps}: use 0 (at the end only) or more.")
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            self.output_dir = Path(self.output_dir)
+        if self.finetuning_type is not None:
+            require_choice(self, "finetuning_type", FINETUNING_TYPES)
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
+                     "logging_steps", "lora_rank", "save_total_limit"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.max_steps is not None or self.num_train_epochs > 0, self, "num_train_epochs",
+                "set num_train_epochs > 0 or max_steps")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps",
+                "it must be at least 1 (or None)")
+        require(0 <= self.warmup_ratio < 1, self, "warmup_ratio", "use a fraction in [0, 1)")
+        require(self.save_steps >= 0, self, "save_steps", "use 0 (at the end only) or more")
+        require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
+        require(0 <= self.lora_dropout < 1, self, "lora_dropout", "use a probability in [0, 1)")
+        require(bool(self.lora_target.strip(" ,")), self, "lora_target",
+                "name the layers, or 'all' for every linear layer")
+        require_choice(self, "lr_scheduler_type", SCHEDULERS)
 
-    def trajectory(self) -> dict[str, Any]:
-        """The settings that decide the trained weights (a resumed run must match them)."""
-        values = asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k not in _BOOKKEEPING}
+    @property
+    def target_modules(self) -> str | list[str]:
+        """lora_target as peft takes it: "all-linear" or a list of layer names."""
+        if self.lora_target in ("all", "all-linear"):
+            return "all-linear"
+        return [name.strip() for name in self.lora_target.split(",") if name.strip()]
 
 
 @dataclass(frozen=True)
@@ -116,7 +140,7 @@ class SFTResult:
     trainable: AdapterSummary
     steps: int
     final_loss: float  # mean answer-token loss of the last step
-    history: list[dict[str, float]]  # every log_steps: step, loss (mean over the interval), lr
+    history: list[dict[str, float]]  # every logging_steps: step, loss (mean over the interval), lr
     seconds: float  # wall time of the training loop in this call
     tokens: int  # non-padding tokens trained on in this call
     tokens_per_second: float
@@ -146,29 +170,29 @@ def train_sft(
     """Fine-tune `model` on (prompt, answer) pairs; loss on the answer tokens only.
 
     `examples`: (prompt, answer) tuples or mappings with 'prompt' and 'answer'. The adapter comes
-    from config.method through labkit.adapters. `resume=True` continues from the newest checkpoint
+    from config.finetuning_type through labkit.adapters. `resume=True` continues from the newest checkpoint
     in config.output_dir (or starts fresh when there is none); a path names one checkpoint.
     Callbacks run after each optimizer step; an exception in one stops the run (checkpoints stay).
     """
     config = config or SFTConfig()
-    config.check()
-    data = encode(tokenizer, examples, config.cutoff, config.system)
+    data = encode(tokenizer, examples, config.cutoff_len, config.system)
     model, trainable = _prepare(model, config)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     loss_fn = AnswerLoss(model, collate(_padded_probe(data), pad, device), device, config.fast_loss)
 
-    micro_per_epoch = math.ceil(len(data.examples) / config.batch_size)
-    total = config.max_steps or math.ceil(config.epochs * micro_per_epoch / config.grad_accumulation)
-    optimizer, scheduler, scaler = _optimizer(model, config, total, device)
+    micro_per_epoch = math.ceil(len(data.examples) / config.per_device_train_batch_size)
+    total = config.max_steps or math.ceil(
+        config.num_train_epochs * micro_per_epoch / config.gradient_accumulation_steps)
+    optimizer = _Optimizer.create(model, config, total, device)
     # "pending": losses of steps not yet logged, so that a resumed run logs the same history.
-    state = {"step": 0, "loss": math.nan, "history": [], "pending": [], "data": data.fingerprint(),
-             "config": config.trajectory()}
+    state: dict[str, Any] = {"step": 0, "loss": math.nan, "history": [], "pending": [],
+                             "settings": {"examples": data.fingerprint(), **settings(config)}}
 
-    output_dir = Path(config.output_dir) if config.output_dir is not None else None
+    output_dir = config.output_dir
     start = _resume_point(resume, output_dir)
     if start is not None:
-        state = _restore(start, model, optimizer, scheduler, scaler, state)
+        state = _restore(start, model, optimizer, state)
     else:
         torch.manual_seed(config.seed)  # dropout draws from here; the data order has its own generator
 
@@ -179,21 +203,21 @@ def train_sft(
     saved = start
     model.train()
     for step in range(resumed_from + 1, total + 1):
-        loss = _optimizer_step(loss_fn, batches, step, config, optimizer, scheduler, scaler, meter)
+        loss = _optimizer_step(loss_fn, batches, step, optimizer, meter=meter, config=config)
         losses.append(loss)
         state.update(step=step, loss=loss)
-        if step % config.log_steps == 0 or step == total:
-            lr = scheduler.get_last_lr()[0]
-            state["history"].append({"step": step, "loss": sum(losses) / len(losses), "lr": lr})
+        if step % config.logging_steps == 0 or step == total:
+            state["history"].append({"step": step, "loss": sum(losses) / len(losses),
+                                     "lr": optimizer.learning_rate})
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{meter.tokens_per_second():,.0f}")
             losses.clear()
         bar.update(1)
         due = step == total or (config.save_steps > 0 and step % config.save_steps == 0)
         if output_dir is not None and due:
-            saved = checkpoint.save(output_dir, step, model, _snapshot(state, optimizer, scheduler, scaler),
+            saved = checkpoint.save(output_dir, step, model, {**state, **optimizer.state_dict()},
                                     keep=config.save_total_limit)
         for callback in callbacks:
-            callback(StepInfo(step, total, loss, scheduler.get_last_lr()[0]))
+            callback(StepInfo(step, total, loss, optimizer.learning_rate))
     bar.close()
     model.eval()
     return SFTResult(
@@ -205,33 +229,69 @@ def train_sft(
     )
 
 
-def _optimizer(model: nn.Module, config: SFTConfig, total: int,
-               device: torch.device) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
+@dataclass
+class _Optimizer:
     """AdamW over the trainable parameters, its learning-rate schedule, and a gradient scaler that
     only fp16 (older GPUs) needs: bf16 and fp32 have fp32's range."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.scheduler, optimizer, num_warmup_steps=int(config.warmup_ratio * total),
-                              num_training_steps=total)
-    scaler = torch.amp.GradScaler("cuda", enabled=hardware.compute_dtype(device) == torch.float16)
-    return optimizer, scheduler, scaler
+
+    adamw: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, model: nn.Module, config: SFTConfig, total: int, device: torch.device) -> _Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        adamw = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = get_scheduler(config.lr_scheduler_type, adamw,
+                                  num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
+        scaler = torch.amp.GradScaler("cuda", enabled=hardware.compute_dtype(device) == torch.float16)
+        return cls(adamw, scheduler, scaler)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, max_grad_norm: float) -> None:
+        """Clip (unless max_grad_norm is 0), update the weights and the learning rate, clear grads."""
+        if max_grad_norm > 0:
+            self.scaler.unscale_(self.adamw)
+            params = [p for group in self.adamw.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, max_grad_norm)
+        self.scaler.step(self.adamw)
+        self.scaler.update()
+        self.scheduler.step()
+        self.adamw.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue where this one is (the random state too)."""
+        return {"optimizer": self.adamw.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": checkpoint.rng_state()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.adamw.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        checkpoint.set_rng_state(saved["rng"])
 
 
 def _prepare(model: nn.Module, config: SFTConfig) -> tuple[nn.Module, AdapterSummary]:
-    """Attach the adapter config.method asks for (seeded), or take a prepared model as it is."""
-    if config.method is None:
+    """Attach the adapter config.finetuning_type asks for (seeded), or take a prepared model as it is."""
+    if config.finetuning_type is None:
         summary = summarize_trainable(model, "prepared")
     elif isinstance(model, PeftModel):
-        raise ValueError(f"the model already carries a peft adapter, and SFTConfig.method={config.method!r} "
-                         "would add another: set method=None to train the adapter it has, or merge it "
-                         "first (model.merge_and_unload()).")
+        raise ValueError(f"the model already carries a peft adapter, and SFTConfig.finetuning_type="
+                         f"{config.finetuning_type!r} would add another: set finetuning_type=None to "
+                         "train the adapter it has, or merge it first (model.merge_and_unload()).")
     else:
         model, summary = attach_adapter(
-            model, config.method, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-            target_modules=config.target_modules, seed=config.seed)
+            model, config.finetuning_type, r=config.lora_rank, alpha=config.lora_alpha,
+            dropout=config.lora_dropout, target_modules=config.target_modules, seed=config.seed)
     if summary.trainable == 0:
-        raise ValueError("the model has no trainable parameter: choose SFTConfig.method "
-                         "('lora', 'dora', 'freeze', 'full') or unfreeze some parameters.")
+        raise ValueError(f"the model has no trainable parameter: choose SFTConfig.finetuning_type "
+                         f"{FINETUNING_TYPES} or unfreeze some parameters.")
     return model, summary
 
 
@@ -331,42 +391,35 @@ class _MicroBatches:
                  per_epoch: int) -> None:
         self.data, self.config, self.pad, self.device, self.per_epoch = data, config, pad, device, per_epoch
         self.lengths = [len(e.ids) for e in data.examples]
-        self.epoch, self.order = -1, []
+        self.epoch, self.order = -1, list[list[int]]()
 
     def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
         epoch, position = divmod(m, self.per_epoch)
         if epoch != self.epoch:
             self.epoch = epoch
-            self.order = length_grouped_batches(self.lengths, self.config.batch_size, self.config.seed,
-                                                epoch, self.config.group_by_length)
+            self.order = length_grouped_batches(self.lengths, self.config.per_device_train_batch_size,
+                                                self.config.seed, epoch, self.config.group_by_length)
         return collate([self.data.examples[i] for i in self.order[position]], self.pad, self.device)
 
 
-def _optimizer_step(loss_fn: AnswerLoss, batches: _MicroBatches, step: int,
-                    config: SFTConfig, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, meter: _Meter) -> float:
-    """One optimizer step over grad_accumulation micro-batches; returns its mean answer-token loss.
+def _optimizer_step(loss_fn: AnswerLoss, batches: _MicroBatches, step: int, optimizer: _Optimizer, *,
+                    meter: _Meter, config: SFTConfig) -> float:
+    """One optimizer step over gradient_accumulation_steps micro-batches; returns its mean
+    answer-token loss.
 
     Each micro-batch's summed loss is divided by the (weighted) answer tokens of the whole step, so
     that accumulating k batches of b equals one batch of k * b.
     """
     meter.start()
-    first = (step - 1) * config.grad_accumulation
-    micro = [batches[m] for m in range(first, first + config.grad_accumulation)]
+    first = (step - 1) * config.gradient_accumulation_steps
+    micro = [batches[m] for m in range(first, first + config.gradient_accumulation_steps)]
     answer_tokens = sum(_answer_weight(b) for b in micro)
     total = 0.0
     for batch in micro:
         loss = loss_fn(batch) / (answer_tokens if answer_tokens > 0 else 1.0)
-        scaler.scale(loss).backward()
+        optimizer.backward(loss)
         total += loss.item()
-    if config.max_grad_norm > 0:
-        scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.step(config.max_grad_norm)
     meter.stop(sum(int(b["attention_mask"].sum()) for b in micro))
     return total
 
@@ -385,29 +438,13 @@ def _resume_point(resume: bool | str | Path, output_dir: Path | None) -> Path | 
     return path
 
 
-def _snapshot(state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
-              scaler: torch.amp.GradScaler) -> dict[str, Any]:
-    return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": checkpoint.rng_state()}
-
-
-def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, fresh: dict[str, Any]) -> dict[str, Any]:
-    """Load a checkpoint after checking it was written by this data and these settings."""
+def _restore(path: Path, model: nn.Module, optimizer: _Optimizer, fresh: dict[str, Any]) -> dict[str, Any]:
+    """Load a checkpoint after checking it was written for these examples and these settings
+    (`examples` is a hash of every token id: another tokenizer or cutoff_len changes it too)."""
     saved = checkpoint.load(path, model)
-    if saved["data"] != fresh["data"]:
-        raise ValueError(f"{path} was trained on other examples (or another tokenizer/cutoff): resume "
-                         "with the same data, or start over in a new output_dir.")
-    before = saved["config"]
-    changed = {k: (before.get(k), v) for k, v in fresh["config"].items() if before.get(k) != v}
-    if changed:
-        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise ValueError(f"{path} was written with other settings ({detail}): resume with the same "
-                         "SFTConfig, or start over in a new output_dir.")
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
-    checkpoint.set_rng_state(saved["rng"])
+    runs.check_same(path, saved.get("settings", {}), fresh["settings"],
+                    fix="resume with the same SFTConfig and examples, or start over in a new output_dir")
+    optimizer.load_state_dict(saved)
     return {k: saved[k] for k in fresh}
 
 

@@ -15,7 +15,6 @@ applied unchanged to validation and test rows, so no statistic of a test row lea
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
-from labkit.data.schema import Feature, Schema
+from labkit.data.schema import Feature, Schema, canonical_code
 
 Scaling = Literal["quantile", "standard"]
 
@@ -39,17 +38,6 @@ def as_frame(X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
 
 
-def _code(value: object) -> str | None:
-    """The canonical spelling of a category value ("1.0" and 1 are code "1"); None when missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value).strip()
-    return f"{number:g}" if math.isfinite(number) else str(value)
-
-
 @dataclass
 class _Categorical:
     """The fitted levels of one binary/categorical column."""
@@ -61,7 +49,7 @@ class _Categorical:
     def codes(self, column: pd.Series) -> np.ndarray:
         """0 for missing or unseen values, 1..k for the levels; unseen values are reported."""
         index = {level: i + 1 for i, level in enumerate(self.levels)}
-        values = [_code(v) for v in column]
+        values = [canonical_code(v) for v in column]
         unseen = sorted({v for v in values if v is not None and v not in index})
         if unseen:
             warnings.warn(
@@ -161,8 +149,8 @@ class Preprocessor:
         return pd.DataFrame(out, index=frame.index)
 
     def _fit_categorical(self, feature: Feature, column: pd.Series) -> _Categorical:
-        seen = sorted({c for c in (_code(v) for v in column) if c is not None})
-        levels = [_code(k) or k for k in feature.codes] if feature.codes else seen
+        seen = sorted({c for c in (canonical_code(v) for v in column) if c is not None})
+        levels = [canonical_code(k) or k for k in feature.codes] if feature.codes else seen
         if feature.kind == "binary" and len(levels) > 2:
             raise ValueError(f"feature {feature.name!r} is binary but has levels {levels}; "
                              "mark it categorical in the schema")

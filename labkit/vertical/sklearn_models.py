@@ -4,8 +4,7 @@ Neither estimator takes soft targets, so each row enters twice, once per class, 
 target probability (`as_two_classes`): the weighted log loss then equals the soft cross-entropy.
 
 Both run on one thread: on tables of a few hundred rows, OpenMP/BLAS threads spend more time
-waiting for each other than computing (measured: gradient boosting 0.8 s on two busy cores,
-0.3 s on one).
+waiting for each other than computing (docs/noisy_labels.md has the timing).
 """
 
 from __future__ import annotations

