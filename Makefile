@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: run test course lab build doctor clean
+.PHONY: run test lint course lab build doctor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the SERVAL loop on the five SERVAL tables and the neoplasm text task (resumes)
 	$(BIN)/labkit serval
 
-test: $(STAMP)  ## every test: package, datasets, notebooks (papermill + nbval), grading
+test: lint  ## lint and types of labkit/, then every test: package, datasets, notebooks, grading
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff (style, imports, function size) and mypy on labkit/; fails on any finding
+	$(BIN)/ruff check labkit
+	$(BIN)/mypy labkit
 
 course: $(STAMP)  ## run every notebook headless in fast mode into runs/ and print a table
 	$(BIN)/labkit course run
