@@ -4,6 +4,7 @@ direction."""
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +148,13 @@ def _imports_any(path: Path) -> set[str]:
 def test_only_paths_computes_where_the_kit_is() -> None:
     users = {_relative(p) for p in MODULES.values() if "Path(__file__)" in p.read_text(encoding="utf-8")}
     assert users == {"labkit/paths.py"}
+
+
+def test_pyproject_packages_are_labkits_and_the_data_folders() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    packages = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    data = ROOT / config["package-dir"]["labkit.shipped"]
+    folders = {"labkit.shipped." + ".".join(p.relative_to(data).parts) for p in data.rglob("*")
+               if p.is_dir() and all(part.isidentifier() for part in p.relative_to(data).parts)}
+    assert listed == packages | {"labkit.shipped"} | folders
