@@ -1,5 +1,5 @@
-"""The package's layout rules: library, commands and paths each in one place, imports in one
-direction."""
+"""The package's layout rules (docs/architecture.md): library, commands and paths each in one place,
+imports in one direction."""
 
 from __future__ import annotations
 
@@ -158,3 +158,13 @@ def test_pyproject_packages_are_labkits_and_the_data_folders() -> None:
     folders = {"labkit.shipped." + ".".join(p.relative_to(data).parts) for p in data.rglob("*")
                if p.is_dir() and all(part.isidentifier() for part in p.relative_to(data).parts)}
     assert listed == packages | {"labkit.shipped"} | folders
+
+
+def test_architecture_doc_names_every_module() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    # the exercise bank's lesson modules (l00.py, l01.py, ...) are named by their pattern
+    named = {p.stem for p in MODULES.values()} if "bank/lNN.py" in doc else set()
+    unnamed = [name for name, path in MODULES.items()
+               if path.name != "__init__.py" and f"{path.stem}.py" not in doc
+               and not (name.startswith("labkit.grading.bank.l") and path.stem in named)]
+    assert unnamed == []
