@@ -15,8 +15,8 @@ AUC and accuracy of:
 - supervised: the same vertical model on gold training labels, validated on gold labels.
 
 Gold labels are read for `supervised` and for test scores only. The vertical model is the MLP for
-tables and the MiniLM text classifier for abstracts. Answers are cached in
-runs/cache/answers.sqlite and finished runs in runs/noisy_labels/results.jsonl: an interrupted
+tables and the MiniLM text classifier for abstracts. Answers are cached in the kit's cache
+(labkit.paths.CACHE_DIR, answers.sqlite) and finished runs in runs/noisy_labels/results.jsonl: an interrupted
 benchmark resumes where it stopped. The table is printed and written to docs/noisy_labels.md
 between the BEGIN/END markers (unless --no-doc).
 

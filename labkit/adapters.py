@@ -181,7 +181,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
     raise ValueError(f"{type(model).__name__}: found no ModuleList of config.num_hidden_layers={count} "
-                     "decoder layers, so freeze tuning cannot pick layers; use method='lora' or 'full'.")
+                     "decoder layers, so freeze tuning cannot pick layers; use finetuning_type='lora' "
+                     "or 'full'.")
 
 
 def _freeze_all_but_last_layers(model: nn.Module, n: int) -> tuple[str, ...]:

@@ -151,12 +151,14 @@ def add_config_file(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str],
           presets: Mapping[str, Mapping[str, Any]] | None = None) -> argparse.Namespace:
     """Parse `argv`. Values come, strongest first, from the flags given, from a preset named by a
-    boolean flag that is set (presets={"fast": {...}}), from `--config FILE`, from the defaults."""
+    boolean flag that is set (presets={"fast": {...}}), from `--config FILE`, from the defaults.
+    A preset is a flag of the command line, not a setting: a YAML file that names one is refused."""
     first = parser.parse_args(argv)
     defaults: dict[str, Any] = {}
     path = getattr(first, "config", None)
     if path is not None:
-        defaults |= read_yaml(path, known={a.dest for a in parser._actions})
+        known = {a.dest for a in parser._actions} - set(presets or {})
+        defaults |= read_yaml(path, known=known, presets=set(presets or {}))
     for flag, values in (presets or {}).items():
         if getattr(first, flag, False):
             defaults |= values
@@ -166,7 +168,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str],
     return parser.parse_args(argv)
 
 
-def read_yaml(path: Path, known: Iterable[str]) -> dict[str, Any]:
+def read_yaml(path: Path, known: Iterable[str], presets: Iterable[str] = ()) -> dict[str, Any]:
     """A YAML mapping of settings, checked against the names the command knows."""
     try:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -176,6 +178,10 @@ def read_yaml(path: Path, known: Iterable[str]) -> dict[str, Any]:
         raise SystemExit(f"{path}: expected a mapping of settings (name: value), got "
                          f"{type(values).__name__}")
     names = set(known) - {"help", "config"}
+    flags = sorted(set(values) & set(presets))
+    if flags:
+        raise SystemExit(f"{path}: {flags} are command-line presets, not settings; pass "
+                         + " ".join(f"--{f}" for f in flags) + " instead")
     unknown = sorted(set(values) - names)
     if unknown:
         raise SystemExit(f"{path}: unknown setting(s) {unknown}; known: {sorted(names)}")

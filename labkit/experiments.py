@@ -193,7 +193,7 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
     options = dict(model_options or {})
     if method == SUPERVISED:
         model = make_model(_model_name(data.ds, model_name), data.ds.schema, quiet=True,
-                           seed=data.ds.seed, **options)
+                           skip_torch_options=True, seed=data.ds.seed, **options)
         model.fit(data.features("train"), data.gold("train"),
                   validation=(data.features("val"), data.gold("val")))
         return scores(y_test, model.predict_proba(X_test))
@@ -207,7 +207,8 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
     extra = (method_options or {}).get(method, {})
     if method == HARD_LABELS:  # SERVAL's baseline: the rounded answers, standard training
         targets, validation, method = (targets >= 0.5).astype(float), None, "naive"
-    factory = model_factory(model_name, data.ds.schema, purpose="experiments", **options)
+    factory = model_factory(model_name, data.ds.schema, purpose="experiments", skip_torch_options=True,
+                            **options)
     model = fit_noisy(method, factory, data.features("train"), targets, validation=validation,
                       seed=data.ds.seed, **extra)
     return scores(y_test, model.predict_proba(X_test))

@@ -25,10 +25,6 @@ class ParameterCount:
     total: int
     trainable: int
 
-    @property
-    def trainable_fraction(self) -> float:
-        return self.trainable / self.total if self.total else 0.0
-
 
 def count_parameters(model: nn.Module) -> ParameterCount:
     """All and trainable parameters of `model`, each at its logical size (see the module docstring)."""

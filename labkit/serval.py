@@ -76,7 +76,8 @@ class ServalConfig:
         None, "the vertical model; None: logistic regression for tables, MiniLM for text "
               "(labkit.vertical.DEFAULT_MODELS, 'serval')")
     vertical_options: dict[str, Any] = option(
-        factory=dict, help="options of the vertical model's constructor, e.g. {\"epochs\": 8}")
+        factory=dict, help="options of the vertical model's constructor, e.g. {\"C\": 0.1} for logistic "
+                           "or {\"epochs\": 8} for mlp")
     noisy_method: NoisyMethod | None = option(
         None, "the labkit.noisy method that trains the vertical model; None: naive on tables, "
               "confident on text (default_noisy_method)")

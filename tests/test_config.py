@@ -55,6 +55,10 @@ def test_every_field_has_help_and_the_defaults_are_valid(config_type: type) -> N
     (lambda: SFTConfig(lora_rank=0), "SFTConfig.lora_rank=0: it must be at least 1"),
     (lambda: SFTConfig(finetuning_type="qlora"), "SFTConfig.finetuning_type='qlora': choose one of"),
     (lambda: SFTConfig(lr_scheduler_type="linear_warmup"), "lr_scheduler_type='linear_warmup'"),
+    (lambda: SFTConfig(lr_scheduler_type="reduce_lr_on_plateau"), "lr_scheduler_type='reduce_lr_on_plateau'"),
+    (lambda: SFTConfig(cutoff_len=1), "SFTConfig.cutoff_len=1: leave room for a prompt and an answer"),
+    (lambda: SFTConfig(save_total_limit=-1), "SFTConfig.save_total_limit=-1: use 0 (keep all)"),
+    (lambda: SFTConfig(lora_target=3), "SFTConfig.lora_target=3"),
     (lambda: SFTConfig(warmup_ratio=1.0), "SFTConfig.warmup_ratio=1.0: use a fraction in"),
     (lambda: SFTConfig(lora_target=" , "), "SFTConfig.lora_target=' , ': name the layers"),
     (lambda: ServalConfig(noisy_method="magic"), "ServalConfig.noisy_method='magic': choose one of"),
@@ -66,6 +70,7 @@ def test_every_field_has_help_and_the_defaults_are_valid(config_type: type) -> N
     (lambda: TrainConfig(epochs=0), "TrainConfig.epochs=0"),
     (lambda: DivideMixConfig(p_clean=1.5), "DivideMixConfig.p_clean=1.5"),
     (lambda: CorpusConfig(records={"nope": 3}), "CorpusConfig.records="),
+    (lambda: CorpusConfig(question_prompt_weight=-1.0), "CorpusConfig.question_prompt_weight=-1.0"),
 ])
 def test_a_bad_value_is_refused_on_creation_naming_the_field(make, message: str) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -75,6 +80,21 @@ def test_a_bad_value_is_refused_on_creation_naming_the_field(make, message: str)
 def test_lora_target_reads_as_llamafactory_writes_it() -> None:
     assert SFTConfig(lora_target="all").target_modules == "all-linear"
     assert SFTConfig(lora_target="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
+    assert SFTConfig(lora_target=["q_proj", "v_proj"]).target_modules == ["q_proj", "v_proj"]  # type: ignore[arg-type]
+
+
+def test_every_schedule_the_config_accepts_is_one_transformers_builds() -> None:
+    import typing
+
+    import torch
+    from transformers import get_scheduler
+
+    from labkit.train.sft import LrScheduler
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name in typing.get_args(LrScheduler):
+        SFTConfig(lr_scheduler_type=name, save_total_limit=0)
+        get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10).step()
 
 
 def test_settings_leave_out_bookkeeping_and_read_back_as_json() -> None:
@@ -130,6 +150,13 @@ def test_a_yaml_file_with_an_unknown_setting_names_it(tmp_path: Path) -> None:
         _serval(["--config", str(path)])
     path.write_text("- 1\n- 2\n")
     with pytest.raises(SystemExit, match="expected a mapping"):
+        _serval(["--config", str(path)])
+
+
+def test_a_preset_is_a_flag_and_a_yaml_file_that_names_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("fast: true\nseed: 2\n")
+    with pytest.raises(SystemExit, match=r"\['fast'\] are command-line presets, not settings; pass --fast"):
         _serval(["--config", str(path)])
 
 

@@ -212,6 +212,12 @@ def test_memorization_curve_shows_clean_patterns_learned_first(problem) -> None:
 
 
 # ----- the methods -----
+def test_every_named_method_is_registered() -> None:
+    from labkit.noisy.methods import _METHODS
+
+    assert list(_METHODS) == list(NOISY_METHODS)
+
+
 @pytest.mark.parametrize("method", [m for m in NOISY_METHODS if m != "naive"])
 def test_method_recovers_accuracy_lost_to_hard_noisy_labels(method, problem, naive_accuracy):
     model = fit_noisy(method, factory, problem["X"], problem["hard"],

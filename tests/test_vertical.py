@@ -270,9 +270,10 @@ def test_one_factory_with_one_documented_default_per_purpose() -> None:
     quiet = model_factory(None, pima, purpose="experiments", epochs=3)(7)
     assert isinstance(quiet, MLPModel) and not quiet.config.progress and quiet.config.epochs == 3
     assert quiet.seed == 7
-    # torch training options go to torch models only: one set of options serves every model
-    logistic = model_factory("logistic", pima, purpose="experiments", epochs=3, patience=5)(0)
+    # torch training options: a TypeError for a scikit-learn model, unless a comparison skips them
+    with pytest.raises(TypeError, match="epochs"):
+        model_factory("logistic", pima, purpose="experiments", epochs=3)(0)
+    logistic = model_factory("logistic", pima, purpose="experiments", skip_torch_options=True, epochs=3,
+                             patience=5)(0)
     assert isinstance(logistic, LogisticModel)
-    with pytest.raises(TypeError):
-        LogisticModel(pima, epochs=3)  # type: ignore[call-arg]  # the class itself takes none
     assert make_model("mlp", pima, seed=1).config.progress  # not quiet unless asked

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from labkit.annotate.cache import AnswerCache, make_request, request_key
 from labkit.annotate.parse import Parsed, parse_probability, parse_yes_no
+from labkit.chat import Messages
 from labkit.data.schema import Task
 from labkit.prompts import probability_prompt, yes_no_prompt
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 Mode = Literal["hard", "verbalized", "token"]
 MODES: tuple[str, ...] = ("hard", "verbalized", "token")
-Messages = list[dict[str, str]]
 # A reply: {"text": generated answer} in hard/verbalized mode; {"p_yes": mass, "p_no": mass} in
 # token mode (probability mass on the Yes and No answer tokens, not normalized).
 Reply = dict[str, Any]

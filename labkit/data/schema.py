@@ -9,11 +9,16 @@ from typing import Literal
 FeatureKind = Literal["numeric", "binary", "categorical", "text"]
 
 
+def is_missing(value: object) -> bool:
+    """None and NaN mean "not measured"."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def canonical_code(value: object) -> str | None:
     """The one spelling of a category code, wherever the value comes from (a CSV cell, a frame, a
     knowledge rule): "1", "1.0", 1 and 1.0 are the code "1", "0.50" is "0.5", text loses its outer
     spaces ("M " is "M"); None and NaN are missing (None)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     try:
         number = float(value)  # type: ignore[arg-type]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from labkit.data.schema import Feature, Schema
+from labkit.data.schema import Feature, Schema, is_missing
 
 Style = Literal["list", "prose"]
 STYLES: tuple[str, ...] = ("list", "prose")
-
-
-def is_missing(value: Any) -> bool:
-    """None and NaN mean "not measured"."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def format_number(number: float) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from labkit import hardware
 from labkit.noisy.losses import forward_corrected_bce
 from labkit.noisy.selection import take
 from labkit.noisy.stopping import ModelFactory, out_of_fold_proba, require_torch, stopping_set
 from labkit.vertical.base import Features, Validation, VerticalModel
-from labkit.vertical.training import THREADS, train_network
+from labkit.vertical.training import train_network
 
 
 def estimate_transition(noisy_proba: np.ndarray, quantile: float = 0.97) -> np.ndarray:
@@ -54,7 +53,7 @@ def forward(factory: ModelFactory, X: Features, targets: np.ndarray, *,
     x = model.prepare(take(X, stop.train_rows))
     y = model.tensor(targets[stop.train_rows])
     stop_x, stop_y = model.inputs(stop.X), model.tensor(stop.targets)
-    with hardware.seeded(model.seed, threads=THREADS):
+    with model.seeded():
         net = model.new_network()
         result = train_network(net, x, y, config=model.config, seed=model.seed,
                                validation=(stop_x, stop_y), loss=forward_corrected_bce(transition),

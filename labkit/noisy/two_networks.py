@@ -19,7 +19,6 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from labkit import hardware
 from labkit.config import option, require
 from labkit.noisy.correction import estimate_transition, noise_rate
 from labkit.noisy.losses import prior_penalty, sharpen, soft_bce
@@ -28,7 +27,6 @@ from labkit.noisy.stopping import ModelFactory, StopSet, out_of_fold_proba, requ
 from labkit.vertical.base import Features, Validation
 from labkit.vertical.torch_models import TorchModel
 from labkit.vertical.training import (
-    THREADS,
     EarlyStopping,
     batches,
     make_optimizer,
@@ -114,7 +112,7 @@ def co_teaching(factory: ModelFactory, X: Features, targets: np.ndarray, *,
         forget_rate = min(0.5, noise_rate(estimate_transition(oof), targets))
     s = _setup(factory, X, targets, validation, seed, "co_teaching")
     config = s.model.config
-    with hardware.seeded(s.model.seed, threads=THREADS):
+    with s.model.seeded():
         nets = [s.model.new_network(), s.model.new_network()]
         optimizers = [make_optimizer(n, config.lr, config.weight_decay) for n in nets]
         generator = torch.Generator().manual_seed(s.model.seed)
@@ -174,8 +172,8 @@ def classwise_clean_probability(per_sample_loss: np.ndarray, targets: np.ndarray
     """`clean_probability` fitted within each class (by the rounded target).
 
     One mixture over both classes lets the class the networks favor look clean and the other
-    noisy, so the labeled part fills with one class and the networks drift toward it (seen under
-    one-sided noise, docs/noisy_labels.md). Per class, each class keeps its own clean rows. A
+    noisy, so the labeled part fills with one class and the networks drift toward it
+    (docs/noisy_labels.md has the measurement). Per class, each class keeps its own clean rows. A
     class with fewer than `min_rows` rows counts as clean.
     """
     out = np.ones(len(per_sample_loss))
@@ -277,7 +275,7 @@ def divide_mix(factory: ModelFactory, X: Features, targets: np.ndarray, *,
     prior = float(s.y.mean())
     targets_np = s.y.cpu().numpy()
     rng = np.random.default_rng(seed)
-    with hardware.seeded(model.seed, threads=THREADS):
+    with model.seeded():
         nets = [model.new_network(), model.new_network()]
         for k, net in enumerate(nets):
             train_network(net, s.x, s.y, config=train_cfg, seed=model.seed + k,

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from labkit.chat import IGNORE
 from labkit.pocket.corpus import CHECK_WEIGHT, Example
 from labkit.pocket.tokenizer import END_OF_TEXT, IM_END, header
 
-IGNORE = -100
 PACK_CHUNK = 4096
 
 

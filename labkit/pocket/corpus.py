@@ -26,8 +26,8 @@ import numpy as np
 from labkit import prompts
 from labkit.config import option, require
 from labkit.data import SCHEMAS, to_text
-from labkit.data.schema import Schema, Task
-from labkit.data.text import Style, is_missing
+from labkit.data.schema import Schema, Task, is_missing
+from labkit.data.text import Style
 from labkit.pocket.abstracts import AbstractWriter
 from labkit.pocket.knowledge import (
     Rule,
@@ -104,8 +104,8 @@ class CorpusConfig:
         for name in ("abstracts", "knowledge_repeats", "chat_repeats"):
             require(getattr(self, name) >= 1, self, name, "it must be at least 1")
         require(self.checks_per_record >= 0, self, "checks_per_record", "it must be 0 or more")
-        require(self.answer_weight > 0 and self.question_prompt_weight >= 0, self, "answer_weight",
-                "the answer needs a positive weight, the prompt a weight of 0 or more")
+        require(self.answer_weight > 0, self, "answer_weight", "it must be positive")
+        require(self.question_prompt_weight >= 0, self, "question_prompt_weight", "it must be 0 or more")
         unknown = sorted(set(self.records) - set(SCHEMAS))
         require(not unknown and all(n >= 1 for n in self.records.values()), self, "records",
                 f"use tasks of labkit.data.SCHEMAS ({unknown} are not) with at least 1 record each")

@@ -24,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from labkit.data.schema import canonical_code
-from labkit.data.text import is_missing
+from labkit.data.schema import canonical_code, is_missing
 from labkit.paths import KNOWLEDGE_DIR
 
 

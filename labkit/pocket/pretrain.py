@@ -12,6 +12,7 @@ Training writes a checkpoint every `save_steps` steps (and on Ctrl-C) into `run_
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -27,9 +28,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM
 
-from labkit import runs
+from labkit import hardware, runs
 from labkit.chat import IGNORE
 from labkit.config import option, require, settings
+from labkit.parameters import count_parameters
 from labkit.paths import POCKET_LLM, shipped_name
 from labkit.pocket.batches import Rows, encode, pack
 from labkit.pocket.corpus import CHECK_WEIGHT, CorpusConfig, Example, build_corpus, check_leaks
@@ -68,13 +70,15 @@ class PretrainConfig:
     weight_decay: float = option(0.1, "AdamW weight decay (not on norms)")
     max_steps: int | None = option(
         None, "stop early (the schedule still spans the whole corpus)", bookkeeping=True)
-    save_steps: int = option(50, "a checkpoint every n steps (and on Ctrl-C)")
-    eval_steps: int = option(500, "a fidelity check every n steps; 0: none")
-    eval_records: int = option(48, "held-out synthetic records per task for the fidelity check")
-    # A different thread count sums in another order and ends with (slightly) different weights;
-    # on a machine shared with another heavy job, 1 thread is steadier (2 then wait on each other).
-    threads: int = option(2, "CPU threads (the shipped weights come from 2)", bookkeeping=True)
-    leak_check: bool = option(True, "check that no shipped record is in the corpus")
+    save_steps: int = option(50, "a checkpoint every n steps (and on Ctrl-C)", bookkeeping=True)
+    eval_steps: int = option(500, "a fidelity check every n steps; 0: none", bookkeeping=True)
+    eval_records: int = option(
+        48, "held-out synthetic records per task for the fidelity check", bookkeeping=True)
+    # A different thread count sums in another order and ends with (slightly) different weights,
+    # so a run resumes with the threads it started with; on a machine shared with another heavy
+    # job, 1 thread is steadier (2 then wait on each other).
+    threads: int = option(2, "CPU threads (the shipped weights come from 2)")
+    leak_check: bool = option(True, "check that no shipped record is in the corpus", bookkeeping=True)
     resume: bool = option(False, "continue from the checkpoint in run_dir", bookkeeping=True)
     progress: bool = option(True, "show a progress bar", bookkeeping=True)
 
@@ -209,12 +213,10 @@ class PretrainResult:
 def pretrain(config: PretrainConfig | None = None) -> PretrainResult:
     """Build the corpus and tokenizer, train, and save the model to config.out."""
     config = config or PretrainConfig()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    # build_model seeds the weights itself; this leaves the caller's thread count (and random
+    # stream) as they were, e.g. a notebook's
+    with hardware.seeded(None, threads=config.threads):
         return _pretrain(config)
-    finally:
-        torch.set_num_threads(threads)  # leave the caller's (e.g. a notebook's) setting alone
 
 
 def _pretrain(config: PretrainConfig) -> PretrainResult:
@@ -261,6 +263,7 @@ class _Training:
     def checkpoint(self) -> Path:
         return self.config.run_dir / CHECKPOINT
 
+    @functools.cached_property
     def settings(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed: the config and the tokenizer."""
         vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
@@ -270,14 +273,14 @@ class _Training:
         """Model, optimizer and log, written atomically (a crash never leaves half a file)."""
         runs.save_state(self.checkpoint, {"model": self.model.state_dict(),
                                           "optimizer": self.optimizer.state_dict(),
-                                          "state": self.state, "settings": self.settings()})
+                                          "state": self.state, "settings": self.settings})
 
     def resume(self) -> None:
         """Continue from the checkpoint, if there is one written with the same settings."""
         if not self.checkpoint.is_file():
             return
         saved = runs.load_state(self.checkpoint)
-        runs.check_same(self.checkpoint, saved.get("settings", {}), self.settings(),
+        runs.check_same(self.checkpoint, saved.get("settings", {}), self.settings,
                         fix="delete it, or run without resume to start over")
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -380,7 +383,7 @@ def save_model(result: PretrainResult, config: PretrainConfig) -> None:
     tokenizer.save_pretrained(out)
     log = {"config": config.to_json(), "corpus": result.counts, "seconds": round(result.seconds),
            "steps": len(result.history), "history": result.history, "evals": result.evals,
-           "parameters": sum(p.numel() for p in result.model.parameters())}
+           "parameters": count_parameters(result.model).total}
     (out / "training.json").write_text(json.dumps(log, indent=1))
     with open(config.run_dir / "loss.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(result.history[0]))

@@ -24,19 +24,20 @@ from __future__ import annotations
 import math
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import SchedulerType, get_scheduler
+from transformers import get_scheduler
 
 from labkit import hardware, runs
 from labkit.adapters import (
@@ -51,7 +52,10 @@ from labkit.config import option, require, require_choice, settings
 from labkit.train import checkpoint
 from labkit.train.data import EncodedSet, collate, encode, length_grouped_batches
 
-SCHEDULERS: tuple[str, ...] = tuple(t.value for t in SchedulerType)
+# The schedules transformers.get_scheduler builds from warm-up and total steps alone (the others
+# need a metric or extra arguments).
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                      "constant_with_warmup", "inverse_sqrt"]
 
 
 @dataclass
@@ -69,7 +73,7 @@ class SFTConfig:
     lora_dropout: float = option(0.0, "dropout on the input of the LoRA branch")
     lora_target: str = option(
         "all", "layers that get LoRA: 'all' (every linear layer but the head) or names separated "
-        "by commas, e.g. 'q_proj,v_proj'")
+        "by commas, e.g. 'q_proj,v_proj' (a list of names is taken too)")
     learning_rate: float = option(1e-4, "peak learning rate of AdamW")
     num_train_epochs: float = option(1.0, "passes over the examples (max_steps overrides it)")
     max_steps: int | None = option(None, "optimizer steps; when set, overrides num_train_epochs")
@@ -78,7 +82,7 @@ class SFTConfig:
     cutoff_len: int = option(
         256, "longest example in tokens (prompt and answer); longer ones are cut, never dropped")
     warmup_ratio: float = option(0.0, "share of the steps over which the learning rate warms up from 0")
-    lr_scheduler_type: str = option("linear", "learning-rate schedule (transformers.get_scheduler)")
+    lr_scheduler_type: LrScheduler = option("linear", "learning-rate schedule (transformers.get_scheduler)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 turns clipping off")
     seed: int = option(42, "seeds the adapter's initialization, dropout and the order of batches")
@@ -90,7 +94,7 @@ class SFTConfig:
         None, "a system message before every prompt (the annotator's, if it has one)")
     save_steps: int = option(
         0, "a checkpoint every n steps (and always at the end); 0: at the end only", bookkeeping=True)
-    save_total_limit: int = option(2, "checkpoints kept, the newest", bookkeeping=True)
+    save_total_limit: int = option(2, "checkpoints kept, the newest; 0: all", bookkeeping=True)
     logging_steps: int = option(10, "optimizer steps per entry of the loss history", bookkeeping=True)
     progress: bool = option(True, "show a progress bar", bookkeeping=True)
 
@@ -99,9 +103,13 @@ class SFTConfig:
             self.output_dir = Path(self.output_dir)
         if self.finetuning_type is not None:
             require_choice(self, "finetuning_type", FINETUNING_TYPES)
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
-                     "logging_steps", "lora_rank", "save_total_limit"):
+        if isinstance(self.lora_target, list | tuple):
+            self.lora_target = ",".join(self.lora_target)  # as a YAML list writes it
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "lora_rank"):
             require(getattr(self, name) >= 1, self, name, "it must be at least 1")
+        require(self.cutoff_len >= 2, self, "cutoff_len", "leave room for a prompt and an answer token")
+        require(self.save_total_limit >= 0, self, "save_total_limit", "use 0 (keep all) or more")
         require(self.max_steps is not None or self.num_train_epochs > 0, self, "num_train_epochs",
                 "set num_train_epochs > 0 or max_steps")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps",
@@ -110,9 +118,9 @@ class SFTConfig:
         require(self.save_steps >= 0, self, "save_steps", "use 0 (at the end only) or more")
         require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
         require(0 <= self.lora_dropout < 1, self, "lora_dropout", "use a probability in [0, 1)")
-        require(bool(self.lora_target.strip(" ,")), self, "lora_target",
-                "name the layers, or 'all' for every linear layer")
-        require_choice(self, "lr_scheduler_type", SCHEDULERS)
+        require(isinstance(self.lora_target, str) and bool(self.lora_target.strip(" ,")), self,
+                "lora_target", "name the layers, or 'all' for every linear layer")
+        require_choice(self, "lr_scheduler_type", typing.get_args(LrScheduler))
 
     @property
     def target_modules(self) -> str | list[str]:

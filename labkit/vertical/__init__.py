@@ -47,8 +47,8 @@ DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "experiments": {"tabular": "mlp", "text": "text_minilm"},
     "serval": {"tabular": "logistic", "text": "text_minilm"},
 }
-# Options of the torch training loop; a scikit-learn model ignores them, so that one set of
-# options (e.g. epochs=30) serves a comparison of every model.
+# Options of the torch training loop; with skip_torch_options a scikit-learn model ignores them,
+# so that one set of options (e.g. epochs=30) serves a comparison of every model.
 TORCH_OPTIONS = frozenset({f.name for f in fields(TrainConfig)} | {"swap_rate", "device"})
 
 
@@ -60,12 +60,13 @@ def default_model(schema: Schema, purpose: Purpose) -> str:
 
 
 def make_model(name: str | None, schema: Schema | None = None, *, purpose: Purpose = "experiments",
-               quiet: bool = False, **options: Any) -> VerticalModel:
+               quiet: bool = False, skip_torch_options: bool = False, **options: Any) -> VerticalModel:
     """A new, unfitted model by name (see MODELS), or the purpose's default when name is None.
 
-    options go to its constructor (seed, epochs, ...); a scikit-learn model ignores the torch
-    training options (TORCH_OPTIONS). quiet: no progress bar per fit, for callers that fit many
-    models and report progress themselves.
+    options go to its constructor (seed, epochs, ...); one it does not take is a TypeError.
+    skip_torch_options: a scikit-learn model ignores the torch training options (TORCH_OPTIONS),
+    for comparisons that give every model one set of options. quiet: no progress bar per fit,
+    for callers that fit many models and report progress themselves.
     """
     if name is None:
         if schema is None:
@@ -78,16 +79,17 @@ def make_model(name: str | None, schema: Schema | None = None, *, purpose: Purpo
         raise ValueError(f"{schema.name} is a {schema.kind} dataset; use {expected}")
     if issubclass(MODELS[name], TorchModel):
         options = {"progress": False, **options} if quiet else options
-    else:
+    elif skip_torch_options:
         options = {k: v for k, v in options.items() if k not in TORCH_OPTIONS}
     return MODELS[name](schema, **options)  # type: ignore[call-arg]
 
 
-def model_factory(name: str | None, schema: Schema, *, purpose: Purpose,
+def model_factory(name: str | None, schema: Schema, *, purpose: Purpose, skip_torch_options: bool = False,
                   **options: Any) -> Callable[[int], VerticalModel]:
     """seed -> a new, quiet, unfitted model (make_model), as labkit.noisy's methods take it."""
     def factory(seed: int) -> VerticalModel:
-        return make_model(name, schema, purpose=purpose, quiet=True, seed=seed, **options)
+        return make_model(name, schema, purpose=purpose, quiet=True, skip_torch_options=skip_torch_options,
+                          seed=seed, **options)
 
     return factory
 

@@ -13,6 +13,7 @@ and cost accuracy; the device comes from labkit.hardware.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -109,10 +110,16 @@ class TorchModel(VerticalModel):
         raise NotImplementedError
 
     def new_network(self) -> nn.Module:
-        """A freshly initialized network for the prepared inputs (seed it with hardware.seeded)."""
+        """A freshly initialized network for the prepared inputs (make it inside `seeded()`)."""
         raise NotImplementedError
 
     # ----- shared -----
+    def seeded(self) -> AbstractContextManager[None]:
+        """Make and train this model's networks inside this block: seeded by the model's seed, on
+        THREADS CPU threads (labkit.vertical.training says why), so the same seed gives the same
+        numbers whichever method trains them."""
+        return hardware.seeded(self.seed, threads=THREADS)
+
     def tensor(self, values: np.ndarray) -> Tensor:
         """A float32 tensor on the model's device."""
         return torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device)
@@ -146,7 +153,7 @@ class TorchModel(VerticalModel):
         w = self.tensor(check_weights(sample_weight, len(x)))
         val = self.validation_tensors(validation)
         callback = (lambda epoch: on_epoch(epoch, self)) if on_epoch is not None else None
-        with hardware.seeded(self.seed, threads=THREADS):
+        with self.seeded():
             net = self.new_network()
             self.networks = [net]
             result = train_network(net, x, y, w, config=self.config, seed=self.seed,

@@ -2,8 +2,8 @@
 
 Small on purpose: the datasets have a few hundred rows, so one epoch is a handful of mini-batches
 and a whole fit takes seconds on a CPU. The noisy-label methods (labkit.noisy) reuse the pieces
-(`batches`, `make_optimizer`, `EarlyStopping`) for their own loops. A fit runs under
-`labkit.hardware.seeded(seed, threads=THREADS)`: seeded, and on one CPU thread, because these
+(`batches`, `make_optimizer`, `EarlyStopping`) for their own loops. Every network is made and
+trained inside `TorchModel.seeded()`: seeded, and on THREADS (one) CPU thread, because these
 networks multiply matrices of a few dozen columns, where splitting the work across threads costs
 more than it saves (docs/noisy_labels.md has the timing).
 """
