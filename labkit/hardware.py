@@ -21,15 +21,25 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def compute_dtype(dev: torch.device | str | None = None) -> torch.dtype:
+def compute_dtype(dev: torch.device | str | None = None, bf16: bool | None = None) -> torch.dtype:
     """fp32 on CPU; bf16 on a GPU that supports it; fp16 on older GPUs.
 
-    The same rule gives the compute dtype of bitsandbytes' 4-bit layers.
+    The same rule gives the compute dtype of bitsandbytes' 4-bit layers. `bf16` overrides it the
+    way a training config's switch does: False is fp32 anywhere; True is bf16 where the hardware has
+    it, and an error elsewhere (on a CPU, bf16 matrix products are far slower than fp32).
     """
     dev = torch.device(dev) if dev is not None else device()
+    has_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    if bf16 is False:
+        return torch.float32
+    if bf16 is True:
+        if not has_bf16:
+            raise ValueError(f"bf16=True, but {dev} has no fast bf16 (a CPU, or a GPU older than Ampere): "
+                             "set bf16 to None (the kit's rule) or False (fp32).")
+        return torch.bfloat16
     if dev.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if has_bf16 else torch.float16
 
 
 def trainer_precision(dev: torch.device | str | None = None) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_lora_trains_only_the_adapters_on_every_linear_layer_but_the_head() -> N
 
 def test_dora_adds_a_magnitude_per_output_feature() -> None:
     lora = attach_adapter(tiny_llama(), "lora", r=4)[1]
-    model, dora = attach_adapter(tiny_llama(), "dora", r=4)
+    model, dora = attach_adapter(tiny_llama(), "lora", r=4, use_dora=True)
     magnitudes = sum(p.numel() for n, p in model.named_parameters() if "lora_magnitude_vector" in n)
     assert magnitudes > 0
     assert dora.trainable == lora.trainable + magnitudes
@@ -89,6 +89,51 @@ def test_freeze_trains_the_chosen_decoder_layers_only(n: int, trained: set[int])
     assert all(name.startswith("model.layers.") for name, p in model.named_parameters() if p.requires_grad)
     per_layer = sum(p.numel() for p in model.model.layers[0].parameters())
     assert summary.trainable == len(trained) * per_layer
+
+
+def test_freeze_can_train_named_parts_of_the_layers_and_extra_modules() -> None:
+    model, summary = attach_adapter(tiny_llama(), "freeze", freeze_trainable_layers=1,
+                                    freeze_trainable_modules="mlp", freeze_extra_modules="norm")
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"model.layers.2.mlp.gate_proj.weight", "model.layers.2.mlp.up_proj.weight",
+                       "model.layers.2.mlp.down_proj.weight", "model.norm.weight"}
+    assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if n in trained)
+    with pytest.raises(ValueError, match=r"freeze_trainable_modules names \['attn'\].*'mlp'"):
+        attach_adapter(tiny_llama(), "freeze", freeze_trainable_modules="attn")
+    with pytest.raises(ValueError, match="freeze_extra_modules names 'embeddings'"):
+        attach_adapter(tiny_llama(), "freeze", freeze_extra_modules="embeddings")
+
+
+def test_rslora_scales_by_alpha_over_the_square_root_of_the_rank() -> None:
+    plain, _ = attach_adapter(tiny_llama(), "lora", r=4, alpha=8)
+    stable, _ = attach_adapter(tiny_llama(), "lora", r=4, alpha=8, use_rslora=True)
+    layer = "base_model.model.model.layers.0.self_attn.q_proj"
+    assert dict(plain.named_modules())[layer].scaling["default"] == pytest.approx(8 / 4)
+    assert dict(stable.named_modules())[layer].scaling["default"] == pytest.approx(8 / 2)
+
+
+def test_pissa_moves_the_top_singular_directions_into_the_adapter_and_keeps_the_output() -> None:
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
+    base = tiny_llama()
+    with torch.no_grad():
+        expected = base(ids).logits
+        weight = base.model.layers[0].self_attn.q_proj.weight.clone()
+    model, _ = attach_adapter(base, "lora", r=2, alpha=2, init_lora_weights="pissa")
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, expected, atol=1e-4)  # W = residual + B A at the start
+        low_rank = layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        top = torch.linalg.svdvals(weight)[:2]
+        assert torch.allclose(torch.linalg.svdvals(low_rank)[:2], top, rtol=1e-3)
+
+
+def test_a_quantized_model_takes_lora_only_and_not_pissa() -> None:
+    model = tiny_llama()
+    model.is_loaded_in_4bit = True
+    with pytest.raises(ValueError, match="'full' cannot train a model loaded in 8 or 4 bits"):
+        attach_adapter(model, "full")
+    with pytest.raises(ValueError, match="PiSSA"):
+        attach_adapter(model, "lora", init_lora_weights="pissa_niter_4")
 
 
 def test_freeze_rejects_a_layer_count_out_of_range() -> None:
@@ -120,8 +165,8 @@ def test_seed_fixes_the_adapter_init_and_leaves_the_global_random_state_alone() 
 
 
 def test_unknown_method_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="'lora', 'dora', 'freeze', 'full'"):
-        attach_adapter(tiny_llama(), "qlora")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'lora', 'freeze', 'full'.*use_dora=True"):
+        attach_adapter(tiny_llama(), "dora")  # type: ignore[arg-type]
 
 
 def test_a_packed_4bit_weight_counts_as_the_weight_it_stands_for() -> None:

@@ -24,7 +24,8 @@ from labkit.vertical.training import TrainConfig
 
 
 def _config_classes() -> list[type]:
-    """Every dataclass named *Config in labkit (and the model Shape), found by walking the package."""
+    """Every dataclass named *Config or *Arguments (mixins of a config) in labkit, and the model Shape,
+    found by walking the package."""
     found: dict[str, type] = {}
     for info in pkgutil.walk_packages(labkit.__path__, "labkit."):
         if info.name.startswith("labkit.grading.bank") or info.name.endswith("__main__"):
@@ -32,7 +33,7 @@ def _config_classes() -> list[type]:
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if dataclasses.is_dataclass(value) and isinstance(value, type) and value.__module__ == info.name \
-                    and (name.endswith("Config") or name == "Shape"):
+                    and (name.endswith(("Config", "Arguments")) or name == "Shape"):
                 found[f"{info.name}.{name}"] = value
     return [found[k] for k in sorted(found)]
 
@@ -40,7 +41,7 @@ def _config_classes() -> list[type]:
 def test_every_config_is_found() -> None:
     names = {c.__name__ for c in _config_classes()}
     assert {"SFTConfig", "ServalConfig", "PretrainConfig", "CorpusConfig", "TrainConfig",
-            "DivideMixConfig", "Shape"} <= names
+            "DivideMixConfig", "Shape", "LoraArguments", "FreezeArguments", "GaloreArguments"} <= names
 
 
 @pytest.mark.parametrize("config_type", _config_classes(), ids=lambda c: c.__name__)

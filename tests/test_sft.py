@@ -9,6 +9,7 @@ import torch
 from tiny_models import SPECIALS, WORDS, tiny_tokenizer  # tests/ is on sys.path (conftest.py)
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from labkit.adapters import attach_adapter
 from labkit.train import SFTConfig, StepInfo, train_sft
 from labkit.train.data import IGNORE, collate, encode, length_grouped_batches, split_lengths
 from labkit.train.sft import AnswerLoss
@@ -89,7 +90,7 @@ def test_a_weight_counts_an_example_that_many_times_and_bad_weights_are_refused(
                                     {"prompt": b, "answer": "no", "weight": 0.0}], cutoff=32).examples,
                        0, torch.device("cpu"))
     doubled = collate(encode(tok, [(a, "yes"), (a, "yes")], cutoff=32).examples, 0, torch.device("cpu"))
-    loss = AnswerLoss(tiny_llama(), doubled, torch.device("cpu"))
+    loss = AnswerLoss(tiny_llama(), doubled)
     for path in (loss._fast, loss._full):
         assert torch.allclose(path(weighted), path(doubled), rtol=1e-5)
     assert _answer_weight(weighted) == _answer_weight(doubled) == 4  # "yes" and the end of turn, twice
@@ -133,7 +134,7 @@ def test_the_answer_only_head_gives_the_loss_and_gradients_of_the_full_forward()
     for name, p in model.named_parameters():
         if "lora_B" in name:  # B starts at zero, which would leave every lora_A gradient zero
             torch.nn.init.normal_(p, std=0.1)
-    loss = AnswerLoss(model, batch, torch.device("cpu"))
+    loss = AnswerLoss(model, batch)
     assert loss.path == "answer-only head"
     grads = []
     for path in (loss._fast, loss._full):
@@ -163,7 +164,7 @@ def test_a_model_the_fast_loss_does_not_fit_gets_the_full_forward() -> None:
     model, _ = attach_adapter(model, "lora", r=4, seed=0)
     batch = collate(encode(tiny_tokenizer(), pairs(4), cutoff=32).examples, 0, torch.device("cpu"))
     with pytest.warns(UserWarning, match="uses the full forward"):
-        loss = AnswerLoss(model, batch, torch.device("cpu"))
+        loss = AnswerLoss(model, batch)
     assert loss.path == "full forward"
 
 
@@ -247,3 +248,81 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="SFTConfig.per_device_train_batch_size=0"):
         train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(per_device_train_batch_size=0))
+
+
+# Every method of LlamaFactory's table is a value of SFTConfig (finetuning_type plus switches).
+METHODS: dict[str, dict[str, object]] = {
+    "full": dict(finetuning_type="full", learning_rate=2e-3),
+    "freeze": dict(finetuning_type="freeze", freeze_trainable_layers=1, learning_rate=2e-3),
+    "lora": dict(),
+    "rslora": dict(use_rslora=True),
+    "dora": dict(use_dora=True),
+    "pissa": dict(pissa_init=True, pissa_iter=-1, learning_rate=2e-3),
+    "loraplus": dict(loraplus_lr_ratio=4.0),
+    "galore": dict(finetuning_type="full", use_galore=True, galore_rank=4, galore_update_interval=3,
+                   galore_scale=0.5, learning_rate=2e-3),
+    "checkpointed": dict(gradient_checkpointing=True),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_lowers_the_loss(method: str) -> None:
+    settings = {"max_steps": 10, "learning_rate": 2e-2, **METHODS[method]}
+    result = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(**settings))
+    assert result.history[-1]["loss"] < 0.7 * result.history[0]["loss"], result.history
+
+
+def test_gradient_checkpointing_changes_memory_not_the_result() -> None:
+    plain = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(max_steps=3))
+    checkpointed = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(max_steps=3, gradient_checkpointing=True))
+    a, b = adapter_weights(plain.model), adapter_weights(checkpointed.model)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_loraplus_gives_b_its_own_learning_rate() -> None:
+    from labkit.train.sft import parameter_groups
+
+    cfg = config(loraplus_lr_ratio=16.0, learning_rate=1e-3)
+    model, _ = attach_adapter(tiny_llama(), "lora", r=4)
+    slow, fast = parameter_groups(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert fast["lr"] == pytest.approx(1.6e-2) and "lr" not in slow
+    assert fast["params"] and all("lora_B" in names[id(p)] for p in fast["params"])
+    assert slow["params"] and all("lora_A" in names[id(p)] for p in slow["params"])
+
+
+def test_galore_keeps_adam_moments_of_rank_r_for_the_linear_weights_only() -> None:
+    from labkit.train.sft import _Optimizer
+
+    cfg = config(**METHODS["galore"])
+    model, _ = attach_adapter(tiny_llama(), "full")
+    optimizer = _Optimizer.create(model, cfg, total=2, dtype=torch.float32)
+    model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]])).loss.backward()
+    optimizer.step(max_grad_norm=1.0)
+    moments = {name: optimizer.adamw.state[p]["exp_avg"].shape for name, p in model.named_parameters()}
+    assert moments["model.layers.0.mlp.down_proj.weight"] == (4, 64)  # wide (32, 64): P^T G is (r, n)
+    assert moments["model.layers.0.mlp.up_proj.weight"] == (64, 4)    # tall (64, 32): G P^T is (m, r)
+    assert moments["model.embed_tokens.weight"] == model.model.embed_tokens.weight.shape  # plain AdamW
+    assert moments["lm_head.weight"] == model.lm_head.weight.shape
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(finetuning_type="full", use_dora=True), "SFTConfig.use_dora=True: it applies to finetuning_type 'lora'"),
+    (dict(use_galore=True), "SFTConfig.use_galore=True: GaLore trains full weights"),
+    (dict(quantization_bit=3), "SFTConfig.quantization_bit=3: use 4, 8 or None"),
+    (dict(quantization_bit=4, pissa_init=True), "SFTConfig.pissa_init=True: PiSSA rewrites"),
+    (dict(finetuning_type="freeze", quantization_bit=4), "quantization_bit=4: it applies to finetuning_type 'lora'"),
+    (dict(quantization_type="int4"), "SFTConfig.quantization_type='int4'"),
+    (dict(loraplus_lr_ratio=0.0), "SFTConfig.loraplus_lr_ratio=0.0"),
+])
+def test_methods_that_do_not_go_together_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        config(**changes)
+
+
+def test_the_config_must_describe_how_the_model_was_loaded() -> None:
+    with pytest.raises(ValueError, match=r"quantization_bit=4, but the model was loaded without quantization: "
+                                         r"load it with labkit.loader.load_model\(path, quantization='4bit'\)"):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(quantization_bit=4))
+    with pytest.raises(ValueError, match="bf16=True, but cpu has no fast bf16"):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(bf16=True))

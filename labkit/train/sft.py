@@ -44,13 +44,20 @@ from labkit.adapters import (
     FINETUNING_TYPES,
     AdapterSummary,
     FinetuningType,
-    attach_adapter,
-    summarize_trainable,
+    FreezeArguments,
+    LoraArguments,
+    find_all_linear_modules,
+    init_adapter,
+    is_quantized,
 )
 from labkit.chat import IGNORE, pad_token_id
 from labkit.config import option, require, require_choice, settings
+from labkit.loader import enable_gradient_checkpointing
 from labkit.train import checkpoint
 from labkit.train.data import EncodedSet, collate, encode, length_grouped_batches
+from labkit.train.galore import GaLoreAdamW, GaloreArguments
+
+QuantizationType = Literal["nf4", "fp4"]
 
 # The schedules transformers.get_scheduler builds from warm-up and total steps alone (the others
 # need a metric or extra arguments).
@@ -59,21 +66,25 @@ LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", 
 
 
 @dataclass
-class SFTConfig:
-    """Everything that decides an SFT run, named as in LlamaFactory's finetuning arguments and
-    transformers' TrainingArguments (a LlamaFactory YAML file uses the same keys)."""
+class SFTConfig(LoraArguments, FreezeArguments, GaloreArguments):
+    """Everything that decides an SFT run, named as in LlamaFactory's arguments and transformers'
+    TrainingArguments (a LlamaFactory YAML file uses the same keys; labkit.llamafactory writes one).
+
+    The method is finetuning_type plus switches: LoRA's variants (LoraArguments: use_rslora, use_dora,
+    pissa_init, loraplus_lr_ratio), freeze tuning's choices (FreezeArguments), GaLore
+    (GaloreArguments), QLoRA (quantization_bit with finetuning_type "lora").
+    """
 
     output_dir: Path | None = option(
         None, "checkpoints go here; None: no checkpoints, no resume", bookkeeping=True)
     finetuning_type: FinetuningType | None = option(
-        "lora", "lora, dora, freeze or full (labkit.adapters); None: the model comes prepared, "
+        "lora", "lora, freeze or full (labkit.adapters); None: the model comes prepared, "
         "and what requires grad trains")
-    lora_rank: int = option(8, "rank r of the LoRA update B @ A")
-    lora_alpha: int = option(16, "the LoRA update is scaled by lora_alpha / lora_rank")
-    lora_dropout: float = option(0.0, "dropout on the input of the LoRA branch")
-    lora_target: str = option(
-        "all", "layers that get LoRA: 'all' (every linear layer but the head) or names separated "
-        "by commas, e.g. 'q_proj,v_proj' (a list of names is taken too)")
+    quantization_bit: int | None = option(
+        None, "QLoRA: the base model is loaded in 8 or 4 bits (labkit.loader.load_model(..., "
+        "quantization='4bit')); train_sft checks that the model it gets was; None: not quantized")
+    quantization_type: QuantizationType = option("nf4", "4-bit number format: nf4 or fp4")
+    double_quantization: bool = option(True, "4-bit: quantize the quantization constants too")
     learning_rate: float = option(1e-4, "peak learning rate of AdamW")
     num_train_epochs: float = option(1.0, "passes over the examples (max_steps overrides it)")
     max_steps: int | None = option(None, "optimizer steps; when set, overrides num_train_epochs")
@@ -85,6 +96,12 @@ class SFTConfig:
     lr_scheduler_type: LrScheduler = option("linear", "learning-rate schedule (transformers.get_scheduler)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 turns clipping off")
+    bf16: bool | None = option(
+        None, "compute in bf16 under autocast (a GPU that has it); False: fp32; None: the kit's rule "
+        "(labkit.hardware.compute_dtype: fp32 on CPU, bf16 or fp16 on a GPU)")
+    gradient_checkpointing: bool = option(
+        False, "recompute each layer's activations in the backward pass: less memory, about a third "
+        "more compute")
     seed: int = option(42, "seeds the adapter's initialization, dropout and the order of batches")
     group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
     fast_loss: bool = option(
@@ -99,14 +116,14 @@ class SFTConfig:
     progress: bool = option(True, "show a progress bar", bookkeeping=True)
 
     def __post_init__(self) -> None:
+        LoraArguments.__post_init__(self)
+        FreezeArguments.__post_init__(self)
+        GaloreArguments.__post_init__(self)
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
         if self.finetuning_type is not None:
             require_choice(self, "finetuning_type", FINETUNING_TYPES)
-        if isinstance(self.lora_target, list | tuple):
-            self.lora_target = ",".join(self.lora_target)  # as a YAML list writes it
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "lora_rank"):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
             require(getattr(self, name) >= 1, self, name, "it must be at least 1")
         require(self.cutoff_len >= 2, self, "cutoff_len", "leave room for a prompt and an answer token")
         require(self.save_total_limit >= 0, self, "save_total_limit", "use 0 (keep all) or more")
@@ -117,17 +134,24 @@ class SFTConfig:
         require(0 <= self.warmup_ratio < 1, self, "warmup_ratio", "use a fraction in [0, 1)")
         require(self.save_steps >= 0, self, "save_steps", "use 0 (at the end only) or more")
         require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
-        require(0 <= self.lora_dropout < 1, self, "lora_dropout", "use a probability in [0, 1)")
-        require(isinstance(self.lora_target, str) and bool(self.lora_target.strip(" ,")), self,
-                "lora_target", "name the layers, or 'all' for every linear layer")
         require_choice(self, "lr_scheduler_type", typing.get_args(LrScheduler))
+        require_choice(self, "quantization_type", typing.get_args(QuantizationType))
+        self._check_method()
 
-    @property
-    def target_modules(self) -> str | list[str]:
-        """lora_target as peft takes it: "all-linear" or a list of layer names."""
-        if self.lora_target in ("all", "all-linear"):
-            return "all-linear"
-        return [name.strip() for name in self.lora_target.split(",") if name.strip()]
+    def _check_method(self) -> None:
+        """LlamaFactory's rules on which switches go together (FinetuningArguments.__post_init__)."""
+        lora_only = [name for name in ("use_rslora", "use_dora", "pissa_init") if getattr(self, name)]
+        lora_only += ["loraplus_lr_ratio"] if self.loraplus_lr_ratio is not None else []
+        if self.quantization_bit is not None:
+            lora_only.append("quantization_bit")
+            require(self.quantization_bit in (4, 8), self, "quantization_bit", "use 4, 8 or None")
+            require(not self.pissa_init, self, "pissa_init",
+                    "PiSSA rewrites the base weights, which a quantized model cannot take")
+        for name in lora_only:
+            require(self.finetuning_type == "lora", self, name,
+                    f"it applies to finetuning_type 'lora' only, not {self.finetuning_type!r}")
+        require(not self.use_galore or self.finetuning_type in ("full", "freeze"), self, "use_galore",
+                "GaLore trains full weights: use it with finetuning_type 'full' or 'freeze', not LoRA")
 
 
 @dataclass(frozen=True)
@@ -187,12 +211,13 @@ def train_sft(
     model, trainable = _prepare(model, config)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
-    loss_fn = AnswerLoss(model, collate(_padded_probe(data), pad, device), device, config.fast_loss)
+    dtype = hardware.compute_dtype(device, config.bf16)
+    loss_fn = AnswerLoss(model, collate(_padded_probe(data), pad, device), dtype, config.fast_loss)
 
     micro_per_epoch = math.ceil(len(data.examples) / config.per_device_train_batch_size)
     total = config.max_steps or math.ceil(
         config.num_train_epochs * micro_per_epoch / config.gradient_accumulation_steps)
-    optimizer = _Optimizer.create(model, config, total, device)
+    optimizer = _Optimizer.create(model, config, total, dtype)
     # "pending": losses of steps not yet logged, so that a resumed run logs the same history.
     state: dict[str, Any] = {"step": 0, "loss": math.nan, "history": [], "pending": [],
                              "settings": {"examples": data.fingerprint(), **settings(config)}}
@@ -239,20 +264,25 @@ def train_sft(
 
 @dataclass
 class _Optimizer:
-    """AdamW over the trainable parameters, its learning-rate schedule, and a gradient scaler that
-    only fp16 (older GPUs) needs: bf16 and fp32 have fp32's range."""
+    """AdamW over the trainable parameters (GaLore's AdamW with use_galore; B at its own learning
+    rate with LoRA+), its learning-rate schedule, and a gradient scaler that only fp16 (older GPUs)
+    needs: bf16 and fp32 have fp32's range."""
 
     adamw: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def create(cls, model: nn.Module, config: SFTConfig, total: int, device: torch.device) -> _Optimizer:
-        params = [p for p in model.parameters() if p.requires_grad]
-        adamw = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    def create(cls, model: nn.Module, config: SFTConfig, total: int, dtype: torch.dtype) -> _Optimizer:
+        groups = parameter_groups(model, config)
+        adamw: torch.optim.Optimizer
+        if config.use_galore:
+            adamw = GaLoreAdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+        else:
+            adamw = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = get_scheduler(config.lr_scheduler_type, adamw,
                                   num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
-        scaler = torch.amp.GradScaler("cuda", enabled=hardware.compute_dtype(device) == torch.float16)
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         return cls(adamw, scheduler, scaler)
 
     @property
@@ -285,22 +315,56 @@ class _Optimizer:
         checkpoint.set_rng_state(saved["rng"])
 
 
+def parameter_groups(model: nn.Module, config: SFTConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or LoRA+'s B matrices at learning_rate x
+    loraplus_lr_ratio (Hayou et al. 2024, arXiv 2402.12354), or GaLore's projected weights with
+    their rank, interval and scale (labkit.train.galore)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if config.loraplus_lr_ratio is not None:
+        fast = [p for name, p in named if "lora_B" in name]
+        rest = [p for name, p in named if "lora_B" not in name]
+        return [{"params": rest},
+                {"params": fast, "lr": config.learning_rate * config.loraplus_lr_ratio}]
+    if config.use_galore:
+        targets = set(find_all_linear_modules(model) if config.galore_target in ("all", "all-linear")
+                      else [t.strip() for t in config.galore_target.split(",") if t.strip()])
+        projected = [p for name, p in named if p.ndim == 2 and name.split(".")[-2] in targets]
+        if not projected:
+            raise ValueError(f"SFTConfig.galore_target={config.galore_target!r} matches no trainable "
+                             "linear weight: name layers the model has (e.g. 'q_proj,v_proj') or 'all'.")
+        chosen = {id(p) for p in projected}
+        return [{"params": [p for _, p in named if id(p) not in chosen]},
+                {"params": projected, "rank": config.galore_rank, "scale": config.galore_scale,
+                 "update_interval": config.galore_update_interval}]
+    return [{"params": [p for _, p in named]}]
+
+
 def _prepare(model: nn.Module, config: SFTConfig) -> tuple[nn.Module, AdapterSummary]:
-    """Attach the adapter config.finetuning_type asks for (seeded), or take a prepared model as it is."""
-    if config.finetuning_type is None:
-        summary = summarize_trainable(model, "prepared")
-    elif isinstance(model, PeftModel):
+    """Attach the adapter config.finetuning_type asks for (seeded), or take a prepared model as it is;
+    switch on gradient checkpointing first (LlamaFactory's order: patch the model, then the adapter)."""
+    if config.finetuning_type is not None and isinstance(model, PeftModel):
         raise ValueError(f"the model already carries a peft adapter, and SFTConfig.finetuning_type="
                          f"{config.finetuning_type!r} would add another: set finetuning_type=None to "
                          "train the adapter it has, or merge it first (model.merge_and_unload()).")
-    else:
-        model, summary = attach_adapter(
-            model, config.finetuning_type, r=config.lora_rank, alpha=config.lora_alpha,
-            dropout=config.lora_dropout, target_modules=config.target_modules, seed=config.seed)
+    _check_quantization(model, config)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)  # type: ignore[arg-type]  # a transformers model
+    model, summary = init_adapter(model, config)
     if summary.trainable == 0:
         raise ValueError(f"the model has no trainable parameter: choose SFTConfig.finetuning_type "
                          f"{FINETUNING_TYPES} or unfreeze some parameters.")
     return model, summary
+
+
+def _check_quantization(model: nn.Module, config: SFTConfig) -> None:
+    """The config's quantization_bit must describe the model it trains (the loader quantizes, not SFT)."""
+    bits = is_quantized(model)
+    if config.finetuning_type is not None and bits != config.quantization_bit:
+        loaded = f"{bits} bits" if bits else "without quantization"
+        wanted = (f"load it with labkit.loader.load_model(path, quantization='{config.quantization_bit}bit')"
+                  if config.quantization_bit else "set SFTConfig.quantization_bit to match")
+        raise ValueError(f"SFTConfig.quantization_bit={config.quantization_bit!r}, but the model was loaded "
+                         f"{loaded}: {wanted}.")
 
 
 def _padded_probe(data: EncodedSet) -> list[Any]:
@@ -309,20 +373,20 @@ def _padded_probe(data: EncodedSet) -> list[Any]:
     return [by_length[0], by_length[-1]]
 
 
-def _autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """fp32 on CPU (no autocast); the hardware's half type on a GPU (labkit.hardware decides)."""
-    if device.type != "cuda":
+def _autocast(dtype: torch.dtype) -> AbstractContextManager[Any]:
+    """No autocast in fp32 (on CPU, or bf16=False); a GPU's half type otherwise (hardware.compute_dtype)."""
+    if dtype == torch.float32:
         return nullcontext()
-    return torch.autocast("cuda", dtype=hardware.compute_dtype(device))
+    return torch.autocast("cuda", dtype=dtype)
 
 
 class AnswerLoss:
     """Summed cross-entropy over the answer tokens of a batch, by the fastest path that is exact."""
 
-    def __init__(self, model: nn.Module, probe: dict[str, torch.Tensor], device: torch.device,
+    def __init__(self, model: nn.Module, probe: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
                  fast: bool = True) -> None:
         self.model = model
-        self.device = device
+        self.dtype = dtype  # the compute dtype (labkit.hardware.compute_dtype)
         self.parts = _decoder_and_head(model) if fast else None
         if self.parts is not None and not self._fast_path_agrees(probe):
             warnings.warn(f"{type(model).__name__}: the answer-only head does not reproduce the model's own "
@@ -331,7 +395,7 @@ class AnswerLoss:
         self.path = "answer-only head" if self.parts is not None else "full forward"
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with _autocast(self.device):
+        with _autocast(self.dtype):
             return self._fast(batch) if self.parts is not None else self._full(batch)
 
     def _fast(self, batch: dict[str, torch.Tensor], reduction: str = "sum") -> torch.Tensor:
@@ -356,13 +420,13 @@ class AnswerLoss:
         was_training = self.model.training
         self.model.eval()  # no dropout: both paths must see the same weights
         try:
-            with _autocast(self.device):
+            with _autocast(self.dtype):
                 fast, full = self._fast(probe, "none"), self._full(probe, "none")
         except (TypeError, AttributeError):  # a decoder with another signature or output
             return False
         finally:
             self.model.train(was_training)
-        tolerance = 1e-4 if hardware.compute_dtype(self.device) == torch.float32 else 5e-2
+        tolerance = 1e-4 if self.dtype == torch.float32 else 5e-2
         return bool(torch.allclose(fast, full, rtol=tolerance, atol=tolerance))
 
 
