@@ -1,6 +1,7 @@
 """The `labkit` command: one module per subcommand, each with `main(argv) -> int`.
 
     labkit doctor                 versions, CPU/GPU, the dtype the kit will use, offline or not
+    labkit export llamafactory    a fine-tuning run as a LlamaFactory job (YAML, dataset_info, data)
     labkit course build|run       build student notebooks from solutions/ | run every notebook
     labkit grade NB.ipynb [...]   grade submissions (a notebook, several, or a folder)
     labkit pretrain               rebuild the pocket LLM from scratch
@@ -22,6 +23,7 @@ import sys
 # subcommand -> module whose main(argv) runs it; imported lazily so `labkit doctor` stays fast.
 COMMANDS: dict[str, str] = {
     "doctor": "labkit.commands.doctor",
+    "export": "labkit.commands.export",
     "course": "labkit.commands.course",
     "grade": "labkit.commands.grade",
     "pretrain": "labkit.commands.pretrain",

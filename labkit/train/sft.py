@@ -138,6 +138,15 @@ class SFTConfig(LoraArguments, FreezeArguments, GaloreArguments):
         require_choice(self, "quantization_type", typing.get_args(QuantizationType))
         self._check_method()
 
+    def micro_batches_per_epoch(self, examples: int) -> int:
+        """Micro-batches in one pass over `examples` (the last one may be short)."""
+        return math.ceil(examples / self.per_device_train_batch_size)
+
+    def total_steps(self, examples: int) -> int:
+        """Optimizer steps of a run on `examples` examples: max_steps, or the epochs' worth."""
+        return self.max_steps or math.ceil(
+            self.num_train_epochs * self.micro_batches_per_epoch(examples) / self.gradient_accumulation_steps)
+
     def _check_method(self) -> None:
         """LlamaFactory's rules on which switches go together (FinetuningArguments.__post_init__)."""
         lora_only = [name for name in ("use_rslora", "use_dora", "pissa_init") if getattr(self, name)]
@@ -214,9 +223,8 @@ def train_sft(
     dtype = hardware.compute_dtype(device, config.bf16)
     loss_fn = AnswerLoss(model, collate(_padded_probe(data), pad, device), dtype, config.fast_loss)
 
-    micro_per_epoch = math.ceil(len(data.examples) / config.per_device_train_batch_size)
-    total = config.max_steps or math.ceil(
-        config.num_train_epochs * micro_per_epoch / config.gradient_accumulation_steps)
+    micro_per_epoch = config.micro_batches_per_epoch(len(data.examples))
+    total = config.total_steps(len(data.examples))
     optimizer = _Optimizer.create(model, config, total, dtype)
     # "pending": losses of steps not yet logged, so that a resumed run logs the same history.
     state: dict[str, Any] = {"step": 0, "loss": math.nan, "history": [], "pending": [],
