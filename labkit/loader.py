@@ -1,24 +1,42 @@
 """Load a causal LM and its tokenizer: the model loader of LlamaFactory, reduced to what a lesson needs.
 
     model = load_model()                          # the embedded pocket LLM, offline, fp32 on CPU
-    model = load_model("Qwen/Qwen2.5-0.5B-Instruct", quantization="4bit")   # a hub model (online)
+    model = load_model("Qwen/Qwen2.5-0.5B-Instruct", quantization=4)   # a hub model (online), QLoRA's NF4
+    model = load_model(quantization=4, quantization_type="fp4", double_quantization=False)
     tok = load_tokenizer()
     print(summarize(model))                       # parameters, trainable, dtype, bytes in memory
 
-Everything goes through the transformers Auto classes, so the pocket model and a real model are
-loaded the same way. The dtype comes from `labkit.hardware.compute_dtype()` (fp32 on CPU, bf16 or
-fp16 on a GPU), and so does the compute dtype of bitsandbytes' 4-bit layers.
+It reads as LlamaFactory's model/loader.py and model/patcher.py do, one step per function:
+
+    resolve(name)            where the weights are: the pocket LLM, a local folder, a hub id
+    load_config(source)      config.json, through AutoConfig
+    patch_config(...)        from_pretrained's options: choose_dtype (per hardware),
+                             choose_attention (attention implementation), quantization_config
+    from_pretrained(...)     AutoModelForCausalLM: the pocket model and a real one load alike
+    patch_model(...)         the device, tie_embeddings, enable_gradient_checkpointing
+    load_tokenizer           AutoTokenizer, then patch_tokenizer (the pad token)
+
+The dtype comes from `labkit.hardware.compute_dtype()` (fp32 on CPU, bf16 or fp16 on a GPU), and so
+does the compute dtype of bitsandbytes' 4-bit layers. Lesson 06 walks through every step.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from labkit import hardware
 from labkit.parameters import count_parameters, logical_numel
@@ -27,8 +45,13 @@ from labkit.paths import POCKET_LLM  # the embedded default, pre-trained by `lab
 # Names a lesson's MODEL parameter may use for it (besides None and the path itself).
 POCKET_NAMES = ("pocket", "pocket-llm")
 
-Quantization = Literal["8bit", "4bit"]
+# 8 or 4 (LlamaFactory's quantization_bit), or the kit's older "8bit" / "4bit"; an int, so that a
+# config's quantization_bit passes as it is (quantization_bits checks the value).
+Quantization = int | str
+QuantizationType = Literal["nf4", "fp4"]
+QUANTIZATION_TYPES: tuple[str, ...] = ("nf4", "fp4")
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+logger = logging.getLogger(__name__)
 
 
 class OfflineModelError(OSError):
@@ -92,25 +115,45 @@ def _is_cached(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
-def quantization_config(
-    quantization: Quantization | None, dev: torch.device | None = None
-) -> BitsAndBytesConfig | None:
-    """bitsandbytes settings: 8-bit LLM.int8, or 4-bit NF4 with double quantization (QLoRA).
-
-    The 4-bit layers compute in the kit's dtype: fp32 on CPU, bf16/fp16 on a GPU.
-    """
+def quantization_bits(quantization: Quantization | None) -> int | None:
+    """4, 8 or None from any spelling the kit accepts: 4 or "4bit" (LlamaFactory's quantization_bit: 4)."""
     if quantization is None:
         return None
-    if quantization == "8bit":
+    bits = {4: 4, 8: 8, "4bit": 4, "8bit": 8}.get(quantization)
+    if bits is None:
+        raise ValueError(f"quantization={quantization!r}: use None, 8 or 4 (or '8bit', '4bit').")
+    return bits
+
+
+def quantization_config(
+    quantization: Quantization | None,
+    dev: torch.device | None = None,
+    *,
+    quantization_type: QuantizationType = "nf4",
+    double_quantization: bool = True,
+) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings from LlamaFactory's knobs (its model_utils/quantization.py).
+
+    quantization: 8 (LLM.int8: one int8 per weight, one absmax per row) or 4 (blocks of 64
+    weights, each a 4-bit code and one absmax per block). quantization_type: the 4-bit code,
+    "nf4" (quantiles of a normal distribution, QLoRA) or "fp4" (a 4-bit float).
+    double_quantization: quantize the absmax constants too (QLoRA; 8 bits instead of 32 per block).
+    The 4-bit layers compute in the kit's dtype: fp32 on CPU, bf16/fp16 on a GPU.
+    """
+    bits = quantization_bits(quantization)
+    if quantization_type not in QUANTIZATION_TYPES:
+        raise ValueError(f"quantization_type={quantization_type!r}: choose one of {QUANTIZATION_TYPES} "
+                         "(bitsandbytes' bnb_4bit_quant_type).")
+    if bits is None:
+        return None
+    if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    if quantization == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=hardware.compute_dtype(dev),
-        )
-    raise ValueError(f"quantization={quantization!r}: use None, '8bit' or '4bit'.")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization_type,
+        bnb_4bit_use_double_quant=double_quantization,
+        bnb_4bit_compute_dtype=hardware.compute_dtype(dev),
+    )
 
 
 def load_model(
@@ -120,12 +163,16 @@ def load_model(
     dtype: torch.dtype | str = "auto",
     gradient_checkpointing: bool = False,
     device: torch.device | str | None = None,
+    *,
+    quantization_type: QuantizationType = "nf4",
+    double_quantization: bool = True,
     **kwargs: Any,
 ) -> torch.nn.Module:
-    """Load a causal LM through AutoModelForCausalLM.
+    """Load a causal LM through AutoModelForCausalLM, in the steps of LlamaFactory's loader.
 
     name_or_path: a local folder or a hub id; None (or "pocket") loads the embedded pocket LLM.
-    quantization: None, "8bit" or "4bit" (bitsandbytes; works on CPU too).
+    quantization: None, 8 or 4 (also "8bit", "4bit"): bitsandbytes, which works on CPU too;
+    quantization_type ("nf4" or "fp4") and double_quantization apply to 4 bits (quantization_config).
     attn_implementation: "eager", "sdpa", ... (None: the transformers default, sdpa).
     dtype: "auto" takes the kit's rule (labkit.hardware.compute_dtype); or a torch dtype.
     gradient_checkpointing: recompute activations in the backward pass (less memory, more compute).
@@ -134,34 +181,99 @@ def load_model(
     """
     source, local_only = resolve(name_or_path)
     dev = torch.device(device) if device is not None else hardware.device()
-    if attn_implementation is not None and attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attn_implementation={attn_implementation!r}: choose one of {ATTENTION_IMPLEMENTATIONS}."
-        )
-    torch_dtype = hardware.compute_dtype(dev) if dtype == "auto" else _as_dtype(dtype)
-    options: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only, **kwargs}
-    if attn_implementation is not None:
-        options["attn_implementation"] = attn_implementation
-    bnb = quantization_config(quantization, dev)
-    if bnb is not None:
-        # bitsandbytes places the quantized weights itself: it needs a device map, not .to().
-        options["quantization_config"] = bnb
-        options.setdefault("device_map", {"": str(dev)})
-    model = AutoModelForCausalLM.from_pretrained(source, **options)
-    if bnb is None and "device_map" not in options:
-        model.to(dev)  # type: ignore[arg-type]  # in place; transformers' wrapper of .to confuses mypy
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    config = load_config(source, local_only)
+    bnb = quantization_config(quantization, dev, quantization_type=quantization_type,
+                              double_quantization=double_quantization)
+    options = patch_config(config, dev, dtype=dtype, attn_implementation=attn_implementation,
+                           quantization=bnb)
+    options.update(local_files_only=local_only, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, **options)
+    patch_model(model, dev, placed="device_map" in options,
+                gradient_checkpointing=gradient_checkpointing)
     return model
 
 
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+def load_config(source: str, local_only: bool) -> PretrainedConfig:
+    """The model's config.json, read before the weights so the patches can look at it."""
+    return AutoConfig.from_pretrained(source, local_files_only=local_only)
+
+
+def patch_config(
+    config: PretrainedConfig,
+    dev: torch.device,
+    *,
+    dtype: torch.dtype | str = "auto",
+    attn_implementation: str | None = None,
+    quantization: BitsAndBytesConfig | None = None,
+) -> dict[str, Any]:
+    """What from_pretrained needs besides the weights: dtype per hardware, attention, quantization.
+
+    Returns the keyword arguments for from_pretrained (LlamaFactory's `init_kwargs`).
+    """
+    options: dict[str, Any] = {"dtype": choose_dtype(dev, dtype)}
+    attention = choose_attention(attn_implementation)
+    if attention is not None:
+        options["attn_implementation"] = attention
+    if quantization is not None:
+        # bitsandbytes quantizes the weights while they are placed: it needs a device map, not .to().
+        options["quantization_config"] = quantization
+        options["device_map"] = {"": str(dev)}
+    return options
+
+
+def choose_dtype(dev: torch.device, dtype: torch.dtype | str = "auto") -> torch.dtype:
+    """The dtype per hardware ("auto": labkit.hardware.compute_dtype, fp32 on CPU, bf16/fp16 on a
+    GPU), or the one asked for."""
+    if dtype == "auto":
+        return hardware.compute_dtype(dev)
     if isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype), None)
     if not isinstance(value, torch.dtype):
         raise ValueError(f"dtype={dtype!r}: use 'auto', or a torch dtype such as 'float32'.")
     return value
+
+
+def choose_attention(attn_implementation: str | None) -> str | None:
+    """The attention implementation: None leaves transformers' default (sdpa, PyTorch's fused
+    scaled_dot_product_attention); "eager" is the plain matmul-softmax-matmul, which can return
+    the attention weights; flash_attention_2 needs a GPU and the flash-attn package."""
+    if attn_implementation is not None and attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation={attn_implementation!r}: choose one of {ATTENTION_IMPLEMENTATIONS}."
+        )
+    return attn_implementation
+
+
+def patch_model(
+    model: torch.nn.Module, dev: torch.device, *, placed: bool, gradient_checkpointing: bool = False
+) -> None:
+    """After from_pretrained: the device (unless a device map placed it), tied embeddings,
+    gradient checkpointing."""
+    if not placed:
+        model.to(dev)  # type: ignore[arg-type]  # in place; transformers' wrapper of .to confuses mypy
+    tie_embeddings(model)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)  # type: ignore[arg-type]  # a PreTrainedModel
+
+
+def tie_embeddings(model: torch.nn.Module) -> bool:
+    """Make sure a model whose config ties the output head to the input embeddings holds one matrix.
+
+    A tied model (the pocket LLM, Qwen2.5-0.5B, Llama-3.2-1B) reads and writes tokens with the same
+    vocab x hidden matrix: counted once, stored once, left unquantized by bitsandbytes (transformers
+    skips the output embeddings), and never given an adapter (labkit.adapters.find_all_linear_modules).
+    A checkpoint that stores both copies, or a device map that splits them, unties them; tie_weights()
+    restores the tie. Returns whether the model is tied.
+    """
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    if not tied or not isinstance(model, PreTrainedModel) or model.get_output_embeddings() is None:
+        return False
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        logger.info("%s: tying the output head to the input embeddings, as its config says",
+                    type(model).__name__)
+        model.tie_weights()
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
@@ -176,15 +288,24 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
 def load_tokenizer(
     name_or_path: str | os.PathLike[str] | None = None, padding_side: str = "left", **kwargs: Any
 ) -> Any:
-    """Load the tokenizer through AutoTokenizer.
+    """Load the tokenizer through AutoTokenizer, then patch_tokenizer.
 
     padding_side="left" suits generation and scoring of a batch (the answer follows the prompt
-    at the end of each row). A tokenizer without a pad token gets its end-of-sequence token as pad.
+    at the end of each row).
     """
     source, local_only = resolve(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         source, local_files_only=local_only, padding_side=padding_side, **kwargs
     )
+    return patch_tokenizer(tokenizer)
+
+
+def patch_tokenizer(tokenizer: Any) -> Any:
+    """The pad token: a tokenizer without one (Llama's) pads with its end-of-sequence token.
+
+    Batches need a pad id; padding carries no loss and is masked out of attention, so reusing the
+    end token is safe as long as labels mask the padding (labkit.chat.IGNORE).
+    """
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -108,9 +108,65 @@ def test_quantized_loading_on_cpu(bits: str, tiny_llama: tuple[Path, torch.nn.Mo
 def test_4bit_compute_dtype_follows_the_hardware_rule() -> None:
     config = loader.quantization_config("4bit", torch.device("cpu"))
     assert config.bnb_4bit_compute_dtype == torch.float32
-    assert config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant  # QLoRA's defaults
     with pytest.raises(ValueError, match="quantization"):
-        loader.quantization_config("3bit")  # type: ignore[arg-type]
+        loader.quantization_config("3bit")
+
+
+def test_quantization_takes_llamafactorys_knobs() -> None:
+    fp4 = loader.quantization_config(4, torch.device("cpu"), quantization_type="fp4",
+                                     double_quantization=False)
+    assert fp4.load_in_4bit and fp4.bnb_4bit_quant_type == "fp4" and not fp4.bnb_4bit_use_double_quant
+    eight = loader.quantization_config(8)
+    assert eight.load_in_8bit and not eight.load_in_4bit
+    assert loader.quantization_config(None) is None
+    assert [loader.quantization_bits(q) for q in (4, "4bit", 8, "8bit", None)] == [4, 4, 8, 8, None]
+    with pytest.raises(ValueError, match="quantization_type='int4'.*nf4"):
+        loader.quantization_config(4, quantization_type="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="quantization=16"):
+        loader.quantization_config(16)
+
+
+def test_load_model_passes_the_4bit_knobs_to_bitsandbytes(tiny_llama: tuple[Path, torch.nn.Module]) -> None:
+    folder, _ = tiny_llama
+    model = load_model(folder, quantization=4, quantization_type="fp4", double_quantization=False)
+    state = model.model.layers[0].mlp.up_proj.weight.quant_state
+    assert state.quant_type == "fp4" and not state.nested and state.blocksize == 64
+    nested = load_model(folder, quantization=4).model.layers[0].mlp.up_proj.weight.quant_state
+    assert nested.quant_type == "nf4" and nested.nested
+
+
+def test_the_loader_steps_give_what_load_model_gives(tiny_llama: tuple[Path, torch.nn.Module]) -> None:
+    folder, original = tiny_llama
+    source, local_only = loader.resolve(folder)
+    config = loader.load_config(source, local_only)
+    options = loader.patch_config(config, torch.device("cpu"), attn_implementation="eager")
+    assert options == {"dtype": torch.float32, "attn_implementation": "eager"}
+    quantized = loader.patch_config(config, torch.device("cpu"), quantization=loader.quantization_config(8))
+    assert quantized["device_map"] == {"": "cpu"}  # bitsandbytes places the weights it quantizes
+    assert loader.choose_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    assert loader.choose_attention(None) is None
+
+
+def test_tied_embeddings_are_one_matrix_and_a_broken_tie_is_restored(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert summarize(model).parameters == sum(p.numel() for p in model.parameters())  # counted once
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    assert loader.tie_embeddings(model)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    untied = load_model(tmp_path, quantization=8)
+    assert untied.lm_head.weight is untied.model.embed_tokens.weight  # the head stays unquantized
+    assert not loader.tie_embeddings(_save_tiny("llama", tmp_path / "untied"))  # TINY: not tied
+
+
+def test_patch_tokenizer_pads_with_the_end_token_when_there_is_no_pad() -> None:
+    tokenizer = load_tokenizer()
+    assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
+    tokenizer.pad_token = None
+    assert loader.patch_tokenizer(tokenizer).pad_token == tokenizer.eos_token
 
 
 def test_hub_id_offline_fails_at_once_with_a_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
