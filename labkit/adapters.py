@@ -201,6 +201,25 @@ def is_quantized(model: nn.Module) -> int | None:
     return None
 
 
+def keep_quantized_layers_trainable(model: nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers in the format that passes gradients to their input.
+
+    bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a 4-bit layer for a bf16 inference kernel the
+    first time it runs in eval mode on an input that needs no gradient (train_sft's check of its
+    answer-only loss is such a forward), and a repacked layer passes no gradient to its input: the
+    layers below it would learn from a wrong gradient. A layer that was repacked already is refused.
+    """
+    for name, module in model.named_modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            raise ValueError(f"{name}: bitsandbytes repacked this 4-bit layer for CPU inference (the model "
+                             "ran in eval mode before), and a repacked layer cannot train; load the model "
+                             "again and train it before any evaluation.")
+
+
 def attach_adapter(
     model: nn.Module,
     finetuning_type: FinetuningType = "lora",

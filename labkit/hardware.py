@@ -25,8 +25,9 @@ def compute_dtype(dev: torch.device | str | None = None, bf16: bool | None = Non
     """fp32 on CPU; bf16 on a GPU that supports it; fp16 on older GPUs.
 
     The same rule gives the compute dtype of bitsandbytes' 4-bit layers. `bf16` overrides it the
-    way a training config's switch does: False is fp32 anywhere; True is bf16 where the hardware has
-    it, and an error elsewhere (on a CPU, bf16 matrix products are far slower than fp32).
+    way a training config's switch does: False is fp32 anywhere; True is bf16 on a GPU that has it,
+    and an error elsewhere: on a CPU the kit computes in fp32 (bf16 there is fast only on CPUs with
+    AVX512-BF16 or AMX, hundreds of times slower on others, and the kit's figures are fp32 ones).
     """
     dev = torch.device(dev) if dev is not None else device()
     has_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -34,8 +35,8 @@ def compute_dtype(dev: torch.device | str | None = None, bf16: bool | None = Non
         return torch.float32
     if bf16 is True:
         if not has_bf16:
-            raise ValueError(f"bf16=True, but {dev} has no fast bf16 (a CPU, or a GPU older than Ampere): "
-                             "set bf16 to None (the kit's rule) or False (fp32).")
+            raise ValueError(f"bf16=True, but {dev} is a CPU or a GPU older than Ampere, where the kit "
+                             "computes in fp32 or fp16: set bf16 to None (the kit's rule) or False (fp32).")
         return torch.bfloat16
     if dev.type != "cuda":
         return torch.float32

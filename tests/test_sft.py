@@ -324,5 +324,21 @@ def test_the_config_must_describe_how_the_model_was_loaded() -> None:
     with pytest.raises(ValueError, match=r"quantization_bit=4, but the model was loaded without quantization: "
                                          r"load it with labkit.loader.load_model\(path, quantization='4bit'\)"):
         train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(quantization_bit=4))
-    with pytest.raises(ValueError, match="bf16=True, but cpu has no fast bf16"):
+    with pytest.raises(ValueError, match="bf16=True, but cpu is a CPU or a GPU older than Ampere"):
         train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(bf16=True))
+
+
+def test_qlora_keeps_the_4bit_layers_passing_gradients_on_any_cpu(tmp_path: Path) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer the first time it runs in eval mode
+    without gradients (train_sft's check of the fast loss is such a forward); repacked, it passes no
+    gradient to its input. After train_sft the layers must still pass it."""
+    from labkit.loader import load_model
+
+    tiny_llama().save_pretrained(tmp_path / "model")
+    model = load_model(tmp_path / "model", quantization=4)
+    result = train_sft(model, tiny_tokenizer(), pairs(), config(quantization_bit=4, max_steps=2))
+    layer = result.model.base_model.model.model.layers[1].mlp.down_proj.base_layer
+    x = torch.randn(3, layer.in_features, requires_grad=True)
+    layer.train()
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -49,15 +49,14 @@ from labkit.adapters import (
     find_all_linear_modules,
     init_adapter,
     is_quantized,
+    keep_quantized_layers_trainable,
 )
 from labkit.chat import IGNORE, pad_token_id
 from labkit.config import option, require, require_choice, settings
-from labkit.loader import enable_gradient_checkpointing
+from labkit.loader import QuantizationType, enable_gradient_checkpointing
 from labkit.train import checkpoint
 from labkit.train.data import EncodedSet, collate, encode, length_grouped_batches
 from labkit.train.galore import GaLoreAdamW, GaloreArguments
-
-QuantizationType = Literal["nf4", "fp4"]
 
 # The schedules transformers.get_scheduler builds from warm-up and total steps alone (the others
 # need a metric or extra arguments).
@@ -367,6 +366,8 @@ def _prepare(model: nn.Module, config: SFTConfig) -> tuple[nn.Module, AdapterSum
 def _check_quantization(model: nn.Module, config: SFTConfig) -> None:
     """The config's quantization_bit must describe the model it trains (the loader quantizes, not SFT)."""
     bits = is_quantized(model)
+    if bits is not None:
+        keep_quantized_layers_trainable(model)
     if config.finetuning_type is not None and bits != config.quantization_bit:
         loaded = f"{bits} bits" if bits else "without quantization"
         wanted = (f"load it with labkit.loader.load_model(path, quantization='{config.quantization_bit}bit')"
