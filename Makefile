@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	$(BIN)/python -m pip install --quiet "$$(grep -o '"torch==[0-9.]*' pyproject.toml | tr -d '"')"
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	touch $(STAMP)
 
