@@ -61,7 +61,8 @@ class _Projector:
         self.right = grad.shape[0] >= grad.shape[1]
         if self.matrix is None or step % self.interval == 0:
             u, _, vh = torch.linalg.svd(grad.float(), full_matrices=False)
-            self.matrix = (vh[: self.rank] if self.right else u[:, : self.rank]).to(grad.dtype)
+            # a copy: a slice would keep the whole SVD factor alive (up to 40x the projection's bytes)
+            self.matrix = (vh[: self.rank] if self.right else u[:, : self.rank]).to(grad.dtype, copy=True)
         return grad @ self.matrix.T if self.right else self.matrix.T @ grad  # (m, r) or (r, n)
 
     def project_back(self, low_rank: torch.Tensor) -> torch.Tensor:
