@@ -70,6 +70,21 @@ def run(command: list[str], env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
+def check_same_tokens(harness: Path, root: Path, lf_python: Path, env: dict[str, str]) -> str:
+    """Both sides tokenize the 512 examples (LlamaFactory's own pipeline, the kit's encode) and the
+    harness compares ids and loss masks; stops unless they are identical. Returns the comparison."""
+    lf_dump, kit_dump = root / "tok_A.json", root / "tok_K.json"
+    run([str(lf_python), str(harness / "check_same_tokens.py"), "--lf-dump", str(lf_dump)], env)
+    run([str(REPO / ".venv" / "bin" / "python"), str(harness / "labkit_sft_lora.py"), "--model", str(root / "model"),
+         "--data", str(root / "data" / "alpaca_synth.json"), "--out", str(root / "tokcheck"),
+         "--dump_tokens", str(kit_dump)], env)
+    report = run([sys.executable, str(harness / "check_same_tokens.py"), "--compare", str(lf_dump), str(kit_dump)],
+                 env).strip()
+    if not report.endswith("IDENTICAL") or "DIFFERENT" in report:
+        sys.exit(f"the two sides do not train on the same tokens:\n{report}")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("tiny", "bench"), default="bench")
@@ -93,6 +108,7 @@ def main() -> None:
     build_assets(harness, root, args.lf_venv / "bin" / "python", args.size)
     env = {**os.environ, "PEER_ROOT": str(root), "LF_VENV": str(args.lf_venv), "KIT_VENV": str(REPO / ".venv"),
            "KIT_SRC": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    identity = check_same_tokens(harness, root, args.lf_venv / "bin" / "python", env)
     tag = f"speed_{args.size}"
     run([sys.executable, str(harness / "run_bench.py"), "--tag", tag, "--reps", str(args.reps),
          "--arms", args.arms, "--threads", "2", "--max-wait", str(args.max_wait), "--max-steps", str(args.max_steps)]
@@ -106,7 +122,9 @@ def main() -> None:
               f"Measured {datetime.date.today()} on commit {commit} by benchmarks/llamafactory_speed.py "
               f"(--size {args.size} --reps {args.reps} --arms {args.arms}); 2 threads, fp32, LoRA r8/alpha16 on "
               "every linear layer but the head, batch 8, lr 1e-4, one epoch of the harness's 512 examples, "
-              "byte-identical token ids on both sides.\n\n")
+              "the same token ids and loss masks on both sides, checked before the runs "
+              "(the harness's check_same_tokens.py):\n\n```\n" + identity.replace(str(root) + "/", "")
+              + "\n```\n\n")
     out.write_text(header + table)
     print(header + table)
 
