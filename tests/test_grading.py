@@ -64,6 +64,62 @@ def test_every_reference_passes_its_examples_and_draws_fresh_hidden_cases(exerci
     assert not any(v in drawn(1) for v in visible)
 
 
+def _ledger_without_master_copy(n_params, n_trainable, precision="fp32", quantization_bit=None):
+    weight, gradient, adam = {"fp32": (4, 4, 8), "amp": (2, 4, 8), "pure_bf16": (2, 2, 4)}[precision]
+    frozen = quantization_bit / 8 if quantization_bit else weight
+    weights = (n_params - n_trainable) * frozen + n_trainable * weight
+    total = weights + n_trainable * (gradient + adam)
+    return {"weights": weights, "gradients": n_trainable * gradient, "optimizer": n_trainable * adam,
+            "total": total}
+
+
+def _ledger_quantizing_trained_weights(n_params, n_trainable, precision="fp32", quantization_bit=None):
+    right = bank.get("07.ledger").reference(n_params, n_trainable, precision, quantization_bit)
+    if quantization_bit:  # every weight at quantization_bit / 8, the adapter's too
+        right["total"] += n_params * quantization_bit / 8 - right["weights"]
+        right["weights"] = n_params * quantization_bit / 8
+    return right
+
+
+def _lora_scaled_by_rank_always(x, weight, bias, A, B, alpha, use_rslora=False):
+    out = x @ weight.T + (alpha / A.shape[0]) * ((x @ A.T) @ B.T)
+    return out if bias is None else out + bias
+
+
+def _lora_without_bias(x, weight, bias, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    return x @ weight.T + (alpha / (r ** 0.5 if use_rslora else r)) * ((x @ A.T) @ B.T)
+
+
+def _budget_strictly_under(budget_bytes, n_params, n_lora, precision="amp", activation_bytes=0):
+    reference = bank.get("07.budget").reference
+    answer = reference(budget_bytes - 1e-6 * budget_bytes, n_params, n_lora, precision, activation_bytes)
+    return answer if answer["method"] else reference(budget_bytes, n_params, n_lora, precision, activation_bytes)
+
+
+def _budget_without_activations(budget_bytes, n_params, n_lora, precision="amp", activation_bytes=0):
+    return bank.get("07.budget").reference(budget_bytes, n_params, n_lora, precision, 0)
+
+
+PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
+    "07.ledger": [_ledger_without_master_copy, _ledger_quantizing_trained_weights],
+    "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
+    "07.budget": [_budget_strictly_under, _budget_without_activations],
+}
+
+
+@pytest.mark.parametrize(("exercise_id", "mistake"),
+                         [(e, m) for e, ms in PLAUSIBLE_MISTAKES.items() for m in ms],
+                         ids=lambda v: v if isinstance(v, str) else v.__name__.strip("_"))
+def test_plausible_mistakes_fail_the_hidden_cases(exercise_id: str, mistake: Any) -> None:
+    exercise = bank.get(exercise_id)
+    failed = 0
+    for hidden in exercise.hidden(np.random.default_rng(3)):
+        expected = to_plain(hidden.call(exercise.reference))
+        failed += exercise.compare(to_plain(hidden.call(mistake)), expected) is not None
+    assert failed > 0
+
+
 def test_exercise_definitions_are_validated() -> None:
     with pytest.raises(ValueError, match="id must look like"):
         Exercise(id="warmup", function="f", tier="core", points=1, task="", reference=len,
