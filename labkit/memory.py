@@ -819,12 +819,33 @@ def _device_of(held: Any) -> torch.device:
 
 
 def _largest_rise(prof: Any) -> int:
-    """The largest running sum of the profiler's allocation (+) and free (-) events, in time order."""
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    """The largest running sum of the profiler's CPU allocations (+) and frees (-), in time order.
+
+    Only frees of blocks allocated while it ran count. The profiler's allocator reporter remembers
+    the size of every block it saw allocated, across profiling sessions; a block allocated before
+    this one (a held weight) whose address once belonged to such a block is reported freed with
+    that stale size. measure_peak accounts for held storages itself.
+    """
+    from torch._C._profiler import _EventType
+
+    allocations = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        fields = node.extra_fields
+        if node.tag == _EventType.Allocation and fields.device.type == "cpu":
+            allocations.append((node.start_time_ns, fields.ptr, fields.alloc_size))
+    seen: dict[int, int] = {}
     alive = peak = 0
-    for _, nbytes in events:
-        alive += nbytes
+    for _, ptr, size in sorted(allocations):
+        if size > 0:
+            seen[ptr] = size
+        elif ptr in seen:
+            size = -seen.pop(ptr)
+        else:
+            continue
+        alive += size
         peak = max(peak, alive)
     return peak
 

@@ -216,18 +216,21 @@ def test_measure_peak_sees_a_known_allocation_and_counts_what_is_held() -> None:
 
 
 def test_a_held_weight_replaced_during_the_run_is_not_counted_twice() -> None:
-    """PiSSA replaces the base weights when it attaches: the old storage's free happens out of
-    the profiler's sight, so it is counted as freed at the start."""
-    layer = nn.Linear(512, 512, bias=False)  # 1 MiB
+    """PiSSA replaces the base weights when it attaches: the old storage is counted as freed at the
+    start. The profiler reports that free only now and then (when the old block's address once held
+    a block it saw allocated, with that block's size): 30 runs meet that case with near certainty,
+    and each must count the free once."""
+    for _ in range(30):
+        layer = nn.Linear(512, 512, bias=False)  # 1 MiB
 
-    def rewrite_then_work() -> None:
-        layer.weight.data = layer.weight.data.clone()
-        scratch = torch.ones(2**20)  # 4 MiB on top of the new weight
-        del scratch
+        def rewrite_then_work(layer: nn.Linear = layer) -> None:
+            layer.weight.data = layer.weight.data.clone()
+            scratch = torch.ones(2**20)  # 4 MiB on top of the new weight
+            del scratch
 
-    _, peak = memory.measure_peak(rewrite_then_work, held=layer)
-    assert peak.held_bytes == 2**20
-    assert 5 * 2**20 <= peak.peak_bytes < 5 * 2**20 + 2**16
+        _, peak = memory.measure_peak(rewrite_then_work, held=layer)
+        assert peak.held_bytes == 2**20
+        assert 5 * 2**20 <= peak.peak_bytes < 5 * 2**20 + 2**16
 
 
 def sft_pairs() -> list[tuple[str, str]]:
