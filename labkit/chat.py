@@ -11,11 +11,13 @@ the model is asked, tokenized without extra special tokens (the template holds t
     prompt_batch(tokenizer, conversations, device, max_length)   # left-padded, for scoring or
                                                 # generating; a long prompt loses its start
     generation_config(...)                      # greedy or seeded sampling, nothing inherited
+    check_template(tokenizer, model=model)      # what training teaches against what inference reads
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -84,13 +86,24 @@ def prompt_batch(tokenizer: Any, conversations: Sequence[Messages], device: torc
     return ids, mask, cut
 
 
+def stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """The ids that end generation: the model's generation_config.eos_token_id (one id or a list),
+    else the tokenizer's end token."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return ()
+    return tuple(int(i) for i in eos) if isinstance(eos, list | tuple) else (int(eos),)
+
+
 def generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float,
                       top_p: float = 1.0, logits: bool = False) -> GenerationConfig:
     """A fresh config: greedy when temperature is 0, else sampling; the model's own defaults
     (e.g. a sampling temperature in generation_config.json) do not leak in.
     logits=True makes generate() return a dict with the raw logits of every step."""
-    own = getattr(model, "generation_config", None)
-    eos = getattr(own, "eos_token_id", None) or tokenizer.eos_token_id
+    stops = stop_ids(model, tokenizer)
+    eos = list(stops) if len(stops) > 1 else (stops[0] if stops else None)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -100,3 +113,93 @@ def generation_config(model: Any, tokenizer: Any, max_new_tokens: int, temperatu
         output_logits=logits,
         **(sampling if temperature > 0 else {"do_sample": False}),
     )
+
+
+# --- the template check ------------------------------------------------------------------------
+
+PROBE = [{"role": "user", "content": "Is the sky blue? Answer Yes or No."}]
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """One conversation as training teaches it and as inference reads it (see check_template)."""
+
+    prompt_ids: tuple[int, ...]  # what the model reads before it answers, at training and at inference
+    completion_ids: tuple[int, ...]  # what training teaches it to write: the answer and the end of turn
+    stop_ids: tuple[int, ...]  # the ids that end generation at inference
+    tokens: tuple[str, ...]  # prompt and completion, decoded token by token
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        prompt = " ".join(self.tokens[:len(self.prompt_ids)])
+        completion = " ".join(self.tokens[len(self.prompt_ids):])
+        lines = [f"prompt (read, no loss):      {prompt!r}", f"completion (loss):           {completion!r}",
+                 f"generation stops at ids:     {list(self.stop_ids)}"]
+        lines += [f"PROBLEM: {p}" for p in self.problems] or ["OK: training and inference agree"]
+        return "\n".join(lines)
+
+
+def check_template(tokenizer: Any, messages: Messages | None = None, answer: str = "Yes", *,
+                   model: Any = None, trained_ids: Sequence[int] | None = None) -> TemplateCheck:
+    """Render one conversation for training and for inference and list what would make them differ.
+
+    - The generation prompt must be a prefix of the conversation with the answer (else the answer
+      cannot be told apart from the prompt).
+    - The completion must contain an id that stops generation (`model.generation_config`, else the
+      tokenizer's end token): otherwise the model learns to close its turn with a token that does
+      not stop it, or learns no end at all, and keeps writing at inference.
+    - `trained_ids`, the ids some pipeline trained on for this conversation (another template, another
+      tokenizer call, a LlamaFactory dump), must equal the prompt's ids followed by the completion's:
+      the first difference is reported with the tokens around it.
+    """
+    require_template(tokenizer)
+    messages = messages or PROBE
+    stops = stop_ids(model, tokenizer)
+    problems: list[str] = []
+    try:
+        prompt, completion = split_turn(tokenizer, messages, answer)
+    except ValueError as err:
+        prompt, completion = prompt_text(tokenizer, messages), ""
+        problems.append(str(err))
+    prompt_ids, completion_ids = (tuple(ids) for ids in token_ids(tokenizer, [prompt, completion]))
+    tokens = tuple(tokenizer.convert_ids_to_tokens(list(prompt_ids + completion_ids)))
+    if completion and not set(completion_ids) & set(stops):
+        problems.append(_missing_stop(tokenizer, answer, completion_ids, stops))
+    if trained_ids is not None:
+        difference = _first_difference(tokenizer, list(trained_ids), list(prompt_ids + completion_ids))
+        if difference:
+            problems.append(difference)
+    return TemplateCheck(prompt_ids, completion_ids, stops, tokens, problems)
+
+
+def _missing_stop(tokenizer: Any, answer: str, completion_ids: tuple[int, ...],
+                  stops: tuple[int, ...]) -> str:
+    answer_ids = set(token_ids(tokenizer, [answer])[0])
+    closing = [i for i in completion_ids if i not in answer_ids and i in set(tokenizer.all_special_ids)]
+    names = tokenizer.convert_ids_to_tokens(list(stops))
+    if not closing:
+        return (f"the template closes the assistant's turn with no special token, so the model never learns "
+                f"to stop (generation stops at {names}): use a template that ends the turn with an "
+                "end-of-turn token")
+    end = tokenizer.convert_ids_to_tokens(closing[0])
+    return (f"training teaches the model to close its turn with {end!r} (id {closing[0]}), but generation "
+            f"stops at {names} (ids {list(stops)}): the model will not stop after its answer; set "
+            f"model.generation_config.eos_token_id = {closing[0]}")
+
+
+def _first_difference(tokenizer: Any, trained: list[int], expected: list[int]) -> str | None:
+    if trained == expected:
+        return None
+    shorter = min(len(trained), len(expected))
+    at = next((i for i in range(shorter) if trained[i] != expected[i]), shorter)
+
+    def around(ids: list[int]) -> str:
+        return " ".join(tokenizer.convert_ids_to_tokens(ids[max(at - 3, 0):at + 3]))
+
+    return (f"the trained ids differ from what inference reads at token {at} of {len(expected)} "
+            f"(trained: ...{around(trained)}...; inference: ...{around(expected)}...): train with the "
+            "template the model is used with (labkit renders both with tokenizer.apply_chat_template)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import GenerationConfig
 from tiny_models import tiny_tokenizer  # tests/ is on sys.path (conftest.py)
 
 from labkit import chat
@@ -71,3 +72,56 @@ def test_generation_is_greedy_at_temperature_zero_and_ignores_the_models_default
     assert greedy.pad_token_id == tok.pad_token_id and greedy.eos_token_id == tok.eos_token_id
     sampled = chat.generation_config(None, tok, max_new_tokens=3, temperature=0.7, top_p=0.9)
     assert sampled.do_sample and sampled.temperature == 0.7 and sampled.top_k == 0
+
+
+# --- check_template: the train/inference mismatches LlamaFactory's users meet most ------------------
+
+class _Model:
+    """Stands in for a model: check_template reads its generation_config only."""
+
+    def __init__(self, eos: int | list[int] | None) -> None:
+        self.generation_config = GenerationConfig(eos_token_id=eos)
+
+
+def test_the_template_check_passes_the_kit_and_the_pocket_llm() -> None:
+    from labkit.loader import load_model, load_tokenizer
+
+    tok = tiny_tokenizer()
+    report = chat.check_template(tok, MESSAGES, "yes", model=_Model(tok.eos_token_id))
+    assert report.ok, report.problems
+    trained = encode(tok, [("is the patient sick ?", "yes")], cutoff=64).examples[0]
+    assert trained.ids == report.prompt_ids + report.completion_ids  # what the kit trains on
+    assert "OK: training and inference agree" in str(report)
+    pocket = chat.check_template(load_tokenizer(), model=load_model())
+    assert pocket.ok, pocket.problems
+    assert "<|im_end|>" in pocket.tokens[len(pocket.prompt_ids):]
+
+
+def test_the_template_check_catches_a_generation_eos_that_is_not_the_end_of_turn() -> None:
+    tok = tiny_tokenizer()
+    report = chat.check_template(tok, MESSAGES, "yes", model=_Model(tok.pad_token_id))
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    [problem] = report.problems
+    assert "close its turn with '<|im_end|>'" in problem and "['<pad>']" in problem
+    assert f"eos_token_id = {end}" in problem  # the fix, with the id
+    assert chat.check_template(tok, MESSAGES, "yes", model=_Model([tok.pad_token_id, end])).ok
+
+
+def test_the_template_check_catches_a_template_that_never_ends_the_turn() -> None:
+    tok = tiny_tokenizer()
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant {% endif %}")
+    [problem] = chat.check_template(tok, MESSAGES, "yes").problems
+    assert "no special token, so the model never learns to stop" in problem
+
+
+def test_the_template_check_catches_training_data_rendered_with_another_template() -> None:
+    tok = tiny_tokenizer()
+    system = [{"role": "system", "content": "be brief"}]
+    other = tiny_tokenizer()  # the same ChatML, but training added a system turn inference does not
+    prompt, completion = chat.split_turn(other, system + MESSAGES, "yes")
+    trained = chat.token_ids(other, [prompt])[0] + chat.token_ids(other, [completion])[0]
+    [problem] = chat.check_template(tok, MESSAGES, "yes", trained_ids=trained).problems
+    assert problem.startswith("the trained ids differ from what inference reads at token 1 of")
+    assert "system be brief" in problem and "user is the" in problem
+    assert chat.check_template(tok, system + MESSAGES, "yes", trained_ids=trained).ok

@@ -20,7 +20,8 @@ def tiny_llama() -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=64, attn_implementation="sdpa",
-                         initializer_range=0.2)  # wide enough a head that LoRA can move the logits
+                         initializer_range=0.2,  # wide enough a head that LoRA can move the logits
+                         eos_token_id=SPECIALS.index("<|im_end|>"))  # generation stops where a turn ends
     return LlamaForCausalLM(config)
 
 
@@ -342,3 +343,10 @@ def test_qlora_keeps_the_4bit_layers_passing_gradients_on_any_cpu(tmp_path: Path
     layer.train()
     layer(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_training_warns_when_generation_would_not_stop_at_the_end_of_turn() -> None:
+    model = tiny_llama()
+    model.generation_config.eos_token_id = SPECIALS.index("<pad>")
+    with pytest.warns(UserWarning, match=r"SFT: training teaches the model to close its turn with '<\|im_end\|>'"):
+        train_sft(model, tiny_tokenizer(), pairs(), config(max_steps=1))

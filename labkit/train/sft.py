@@ -51,11 +51,11 @@ from labkit.adapters import (
     is_quantized,
     keep_quantized_layers_trainable,
 )
-from labkit.chat import IGNORE, pad_token_id
+from labkit.chat import IGNORE, check_template, pad_token_id
 from labkit.config import option, require, require_choice, settings
 from labkit.loader import QuantizationType, enable_gradient_checkpointing
 from labkit.train import checkpoint
-from labkit.train.data import EncodedSet, collate, encode, length_grouped_batches
+from labkit.train.data import EncodedSet, as_pair, collate, encode, length_grouped_batches
 from labkit.train.galore import GaLoreAdamW, GaloreArguments
 
 # The schedules transformers.get_scheduler builds from warm-up and total steps alone (the others
@@ -198,6 +198,16 @@ class SFTResult:
                 f"{self.examples} examples ({self.truncated} truncated); {self.trainable}")
 
 
+def _warn_of_template_problems(model: nn.Module, tokenizer: Any, example: Any, system: str | None) -> None:
+    """labkit.chat.check_template on the first example: a model whose generation does not stop at
+    the end-of-turn token the template teaches trains well and then never stops at inference."""
+    prompt, answer = as_pair(example, 0)
+    head = [{"role": "system", "content": system}] if system else []
+    messages = [*head, {"role": "user", "content": prompt}]
+    for problem in check_template(tokenizer, messages, answer, model=model).problems:
+        warnings.warn(f"SFT: {problem}", stacklevel=3)
+
+
 def train_sft(
     model: nn.Module,
     tokenizer: Any,
@@ -216,6 +226,7 @@ def train_sft(
     """
     config = config or SFTConfig()
     data = encode(tokenizer, examples, config.cutoff_len, config.system)
+    _warn_of_template_problems(model, tokenizer, examples[0], config.system)
     model, trainable = _prepare(model, config)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
