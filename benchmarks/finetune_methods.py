@@ -30,7 +30,6 @@ trainable format first (labkit.adapters.keep_quantized_layers_trainable, which t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -72,14 +71,6 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "qlora-4bit": ({"quantization": 4}, {"finetuning_type": "lora", "lora_rank": 8, "quantization_bit": 4,
                                          "learning_rate": LORA_LR}),
 }
-
-
-def available_methods() -> dict[str, str | None]:
-    """name -> None if SFTConfig takes its settings, else the first field it lacks."""
-    from labkit.train import SFTConfig
-
-    fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    return {name: next((k for k in sft if k not in fields), None) for name, (_, sft) in METHODS.items()}
 
 
 # --- part 1: the benchmark model and its data ---------------------------------------------------
@@ -348,11 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child, args.steps, args.fast)
         return
-    missing = available_methods()
-    skipped = {name: f"SFTConfig has no field {missing[name]!r} yet"
-               for name in args.methods if missing[name]}
+    skipped: dict[str, str] = {}
     rows, loads = [], []
-    for name in [m for m in args.methods if m not in skipped]:
+    for name in args.methods:
         start = time.perf_counter()
         try:
             rows.append(measure(name, args.steps, args.fast))
