@@ -28,7 +28,8 @@ def llama(*, layers: int = 3, heads: int = 4, kv_heads: int = 2, hidden: int = 1
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=256, tie_word_embeddings=tied, attn_implementation="sdpa")
+                         max_position_embeddings=256, tie_word_embeddings=tied, attn_implementation="sdpa",
+                         eos_token_id=SPECIALS.index("<|im_end|>"))  # tiny_tokenizer's end of turn
     return LlamaForCausalLM(config)
 
 
