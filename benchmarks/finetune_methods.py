@@ -144,7 +144,7 @@ def heldout_loss(model: Any, tokenizer: Any, pairs: list[Any]) -> float:
     """Mean answer-token loss on pairs not trained on (the kit's answer-only loss, no gradients)."""
     import torch
 
-    from labkit.chat import IGNORE, pad_token_id
+    from labkit.chat import pad_token_id
     from labkit.train.data import collate, encode
     from labkit.train.sft import AnswerLoss
 
@@ -158,7 +158,7 @@ def heldout_loss(model: Any, tokenizer: Any, pairs: list[Any]) -> float:
         for start in range(0, len(data.examples), 16):
             batch = collate(data.examples[start:start + 16], pad, device)
             total += float(loss_fn(batch))
-            tokens += float(((batch["labels"][:, 1:] != IGNORE) * batch["weights"][:, None]).sum())
+            tokens += float(batch["weights"][:, 1:].sum())
     return total / tokens
 
 

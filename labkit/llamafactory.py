@@ -37,7 +37,7 @@ import yaml
 from labkit import hardware, runs
 from labkit.loader import POCKET_NAMES, load_tokenizer
 from labkit.paths import POCKET_LLM
-from labkit.train.data import as_pair, encode, weight_of
+from labkit.train.data import as_conversation, as_pair, encode, weight_of
 from labkit.train.sft import SFTConfig
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,10 @@ def _gradient_checkpointing(job: _Export) -> dict[str, Any]:
 def _warmup(job: _Export) -> dict[str, Any]:
     # transformers 5 dropped warmup_ratio (5.24 has none); warmup_steps takes an exact count.
     ratio = job.get("warmup_ratio")
+    if job.get("packing") and ratio:
+        # the step count depends on how many rows the examples pack into, which LlamaFactory decides
+        job.notes.append(f"warmup_ratio {ratio} -> warmup_steps: {ratio} (below 1 it is a ratio)")
+        return {"warmup_steps": ratio}
     total = job.config.total_steps(job.examples)
     steps = int(ratio * total)  # as train_sft rounds it
     if ratio:
@@ -170,6 +174,11 @@ def _group_by_length(job: _Export) -> dict[str, Any]:
     job.notes.append("group_by_length true -> train_sampling_strategy: group_by_length "
                      "(HF's length-grouped sampler: same idea, another batch order)")
     return {"train_sampling_strategy": "group_by_length"}
+
+
+def _packing(job: _Export) -> dict[str, Any]:
+    # the kit's packing keeps examples apart, which LlamaFactory calls neat packing
+    return {"packing": True, "neat_packing": True} if job.get("packing") else {}
 
 
 def _system(job: _Export) -> dict[str, Any]:
@@ -243,6 +252,9 @@ FIELDS: dict[str, Writer] = {
     "max_grad_norm": _same("max_grad_norm"),
     "seed": _same("seed"),
     "group_by_length": _group_by_length,
+    "packing": _packing,
+    "train_on_prompt": _same("train_on_prompt"),
+    "mask_history": _same("mask_history"),
     "system": _system,
     "save_steps": _save_steps,
     "save_total_limit": _save_total_limit,
@@ -347,25 +359,26 @@ def _tokenizer_check(model: str, examples: Sequence[Any], config: SFTConfig,
             "tokens; a larger cutoff_len makes them the same")
 
 
-def _rows(examples: Sequence[Any], system: str | None) -> list[dict[str, str]]:
-    """The examples as alpaca rows; LlamaFactory's converter turns one into the kit's user turn."""
+def _rows(examples: Sequence[Any], system: str | None) -> list[dict[str, Any]]:
+    """The examples as alpaca rows; LlamaFactory's converter turns one into the kit's turns."""
     rows = []
     for i, example in enumerate(examples):
-        prompt, answer = as_pair(example, i)
-        if weight_of(example, i) != 1.0:
-            raise ValueError(f"example {i}: weight {weight_of(example, i)} -- LlamaFactory's data "
+        conversation = as_conversation(example, i, system)
+        if conversation.weight != 1.0:
+            raise ValueError(f"example {i}: weight {conversation.weight} -- LlamaFactory's data "
                              "has no per-example loss weight; export hard answers (weight 1), e.g. "
                              "back-tuning with answers='yes_no' instead of 'soft'.")
+        *history, (prompt, answer) = conversation.turns
         # input stays empty: LlamaFactory joins instruction and input with a newline
-        row = {"instruction": prompt, "input": "", "output": answer}
-        rows.append(row | ({"system": system} if system else {}))
+        row = {"instruction": prompt, "input": "", "output": answer, "history": [list(t) for t in history]}
+        rows.append(row | ({"system": conversation.system} if conversation.system else {}))
     if not rows:
         raise ValueError("no examples to export: pass at least one (prompt, answer) pair.")
     return rows
 
 
 def _dataset_entry(name: str, system: bool) -> dict[str, Any]:
-    columns = {"prompt": "instruction", "query": "input", "response": "output"}
+    columns = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
     return {"file_name": f"{name}.json", "formatting": "alpaca",
             "columns": columns | ({"system": "system"} if system else {})}
 
@@ -421,7 +434,7 @@ def export_llamafactory(config: SFTConfig, examples: Sequence[Any], model_name_o
     job = LlamaFactoryJob(out / f"{dataset_name}.yaml", data_dir / "dataset_info.json",
                           data_dir / f"{dataset_name}.json")
     entries = json.loads(job.dataset_info.read_text(encoding="utf-8")) if job.dataset_info.is_file() else {}
-    entries[dataset_name] = _dataset_entry(dataset_name, bool(config.system))
+    entries[dataset_name] = _dataset_entry(dataset_name, any("system" in row for row in rows))
     runs.atomic_write_text(job.data, json.dumps(rows, ensure_ascii=False, indent=1))
     runs.atomic_write_text(job.dataset_info, json.dumps(entries, ensure_ascii=False, indent=1))
     runs.atomic_write_text(job.yaml, _yaml_text(settings, notes, config))

@@ -26,6 +26,7 @@ from labkit.llamafactory import (
     unknown_fields,
 )
 from labkit.train import SFTConfig, train_sft
+from labkit.worker import Sample, load_samples
 
 # Every key LlamaFactory 0.9.5 accepts in a training YAML (it refuses any other: "Some specified
 # arguments are not used by the HfArgumentParser"). Made once, in LlamaFactory 0.9.5's own venv
@@ -164,6 +165,7 @@ def test_the_default_config_as_llamafactory_reads_it(tmp_path: Path) -> None:
         "gradient_accumulation_steps": 1, "cutoff_len": 256, "warmup_steps": 0,
         "lr_scheduler_type": "linear", "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": 42,
         "train_sampling_strategy": "group_by_length",  # LlamaFactory 0.9.5 refuses group_by_length
+        "train_on_prompt": False, "mask_history": False,
         "save_strategy": "no", "logging_steps": 10,
     }
 
@@ -219,11 +221,21 @@ def test_the_data_reads_back_as_the_same_examples(tmp_path: Path) -> None:
     entry = json.loads(job.dataset_info.read_text(encoding="utf-8"))["kit_sft"]
     assert entry == {"file_name": "kit_sft.json", "formatting": "alpaca",
                      "columns": {"prompt": "instruction", "query": "input", "response": "output",
-                                 "system": "system"}}
+                                 "history": "history", "system": "system"}}
     settings = yaml.safe_load(job.yaml.read_text(encoding="utf-8"))
     assert settings == llamafactory_settings(SFTConfig(system="Be brief."), 3, HUB_MODEL, tmp_path)[0]
     assert (Path(settings["dataset_dir"]) / entry["file_name"]).resolve() == job.data.resolve()
     assert job.command == f"llamafactory-cli train {job.yaml}"
+
+
+def test_a_conversation_exports_with_its_history_and_reads_back_through_the_registry(tmp_path: Path) -> None:
+    talk = Sample("And 4?", history=(("Is 2 even?", "Yes"), ("Is 3 even?", "No")), system="Be brief.",
+                  response="Yes")
+    job = export_llamafactory(SFTConfig(), [talk, ("Name a prime.", "7")], HUB_MODEL, tmp_path)
+    samples, report = load_samples("kit_sft", job.dataset_info.parent)
+    assert [(s.system, s.history, s.prompt, s.response) for s in samples] == [
+        ("Be brief.", talk.history, "And 4?", "Yes"), (None, (), "Name a prime.", "7")]
+    assert report.read == 2 and not report.rejected
 
 
 def test_the_header_names_the_kit_only_fields_and_the_renamings(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def batch(vocab: int = 64) -> dict[str, torch.Tensor]:
     labels = torch.full_like(ids, IGNORE)
     labels[:, -ANSWER:] = ids[:, -ANSWER:]
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
-            "weights": torch.ones(BATCH)}
+            "weights": (labels != IGNORE).float(), "tokens": torch.ones_like(ids)}
 
 
 def saved_activation_bytes(model: nn.Module, data: dict[str, torch.Tensor]) -> int:

@@ -11,8 +11,19 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from labkit.adapters import attach_adapter
 from labkit.train import SFTConfig, StepInfo, train_sft
-from labkit.train.data import IGNORE, collate, encode, length_grouped_batches, split_lengths
+from labkit import chat
+from labkit.train.data import (
+    IGNORE,
+    Encoded,
+    collate,
+    collate_packed,
+    encode,
+    length_grouped_batches,
+    pack_rows,
+    split_lengths,
+)
 from labkit.train.sft import AnswerLoss
+from labkit.worker import Sample
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -350,3 +361,81 @@ def test_training_warns_when_generation_would_not_stop_at_the_end_of_turn() -> N
     model.generation_config.eos_token_id = SPECIALS.index("<pad>")
     with pytest.warns(UserWarning, match=r"SFT: training teaches the model to close its turn with '<\|im_end\|>'"):
         train_sft(model, tiny_tokenizer(), pairs(), config(max_steps=1))
+
+
+# --- conversations, masks and packing --------------------------------------------------------------
+
+TALK = Sample("is the patient old ?", history=(("is the patient sick ?", "yes"), ("is glucose high ?", "no")),
+              system="be brief", response="yes")
+
+
+def trained_words(tok: object, example: Encoded) -> list[str]:
+    return tok.convert_ids_to_tokens([i for i, t in zip(example.ids, example.trained, strict=True) if t])  # type: ignore[attr-defined]
+
+
+def test_every_answer_of_a_conversation_is_trained_or_only_the_last_one() -> None:
+    tok = tiny_tokenizer()
+    every = encode(tok, [TALK], cutoff=64).examples[0]
+    assert trained_words(tok, every) == ["yes", "<|im_end|>", "no", "<|im_end|>", "yes", "<|im_end|>"]
+    last = encode(tok, [TALK], cutoff=64, mask_history=True).examples[0]
+    assert trained_words(tok, last) == ["yes", "<|im_end|>"] and last.ids == every.ids
+    # the last answer's prompt is exactly what the model reads at inference
+    prompt, _ = chat.prompt_batch(tok, [TALK.messages()], torch.device("cpu"))[:2]
+    assert list(last.ids[:last.prompt_len]) == prompt[0].tolist()
+    assert all(encode(tok, [TALK], cutoff=64, train_on_prompt=True).examples[0].trained)
+
+
+def test_a_long_conversation_loses_its_oldest_turns_first() -> None:
+    tok = tiny_tokenizer()
+    whole = encode(tok, [TALK], cutoff=64).examples[0]
+    cut = encode(tok, [TALK], cutoff=len(whole.ids) - 1)
+    assert cut.truncated == 1
+    assert trained_words(tok, cut.examples[0]) == ["no", "<|im_end|>", "yes", "<|im_end|>"]
+    assert tok.convert_ids_to_tokens(list(cut.examples[0].ids[:6])) == [
+        "<|im_start|>", "system", "be", "brief", "<|im_end|>", "<|im_start|>"]  # the system message stays
+
+
+def test_preference_data_is_refused_by_sft_with_its_source() -> None:
+    pair = Sample("sick ?", chosen="yes", rejected="no", source="pairs.jsonl row 4")
+    with pytest.raises(ValueError, match=r"example 0 \(pairs.jsonl row 4\) is preference data"):
+        encode(tiny_tokenizer(), [pair], cutoff=32)
+
+
+def test_packing_puts_examples_in_few_rows_best_fit_first() -> None:
+    assert pack_rows([5, 3, 4, 2, 6], capacity=8) == [[4, 3], [0, 1], [2]]
+    assert sorted(i for row in pack_rows([7] * 9 + [1] * 9, 8) for i in row) == list(range(18))
+    with pytest.raises(ValueError, match=r"examples \[1\] are longer than a row \(8 tokens\)"):
+        pack_rows([3, 9], 8)
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_packed_example_sees_only_itself(full: bool) -> None:
+    """Each example's loss in a packed row equals its loss alone: no example attends to another."""
+    model, tok = tiny_llama().eval(), tiny_tokenizer()
+    examples = encode(tok, pairs(6), cutoff=32).examples
+    loss = AnswerLoss(model, collate(examples[:2], 0, torch.device("cpu")), fast=not full)
+    alone = torch.stack([loss._full(collate([e], 0, torch.device("cpu")), "none").sum() for e in examples])
+    rows = pack_rows([len(e.ids) for e in examples], 48)
+    assert len(rows) < len(examples)
+    batch = collate_packed([[examples[i] for i in row] for row in rows], 0, torch.device("cpu"))
+    assert "attention_mask" not in batch  # a mask of ones would let the examples see each other
+    packed = loss._full(batch, "none") if full else loss._fast(batch, "none")
+    expected = torch.cat([torch.cat([loss._full(collate([examples[i]], 0, torch.device("cpu")), "none")
+                                     for i in row]) for row in rows])
+    assert torch.allclose(packed, expected, atol=1e-5)
+    assert torch.isclose(packed.sum(), alone.sum(), atol=1e-4)
+    leaky = {**batch, "attention_mask": torch.ones_like(batch["input_ids"])}
+    leaky.pop("position_ids")
+    assert not torch.allclose(loss._full(leaky, "none"), expected, atol=1e-3)  # what plain packing does
+
+
+def test_packed_training_matches_padded_training() -> None:
+    padded = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(max_steps=1, per_device_train_batch_size=24))
+    packed = train_sft(tiny_llama(), tiny_tokenizer(), pairs(),
+                       config(max_steps=1, per_device_train_batch_size=24, packing=True, cutoff_len=64))
+    assert packed.final_loss == pytest.approx(padded.final_loss, abs=1e-5)
+    a, b = adapter_weights(padded.model), adapter_weights(packed.model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    run = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(packing=True, cutoff_len=64, max_steps=None,
+                                                                    num_train_epochs=1.0))
+    assert run.steps < config(max_steps=None).total_steps(24)  # 24 examples fill fewer than 24 rows of 64

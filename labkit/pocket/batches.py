@@ -14,7 +14,6 @@ another.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from labkit.chat import IGNORE
 from labkit.pocket.corpus import CHECK_WEIGHT, Example
 from labkit.pocket.tokenizer import END_OF_TEXT, IM_END, header
+from labkit.train.data import pack_rows
 
 PACK_CHUNK = 4096
 
@@ -118,21 +118,10 @@ def pack(encoded: list[Encoded], seq_len: int, pad_id: int, rng: np.random.Gener
     shuffled = rng.permutation(len(encoded))
     too_long = [i for i in shuffled if len(encoded[i].ids) > seq_len]
     order = [i for i in shuffled if len(encoded[i].ids) <= seq_len]
+    lengths = [len(e.ids) for e in encoded]
     rows: list[list[int]] = []
     for start in range(0, len(order), PACK_CHUNK):
-        chunk = sorted(order[start : start + PACK_CHUNK], key=lambda i: -len(encoded[i].ids))
-        free: list[tuple[int, int]] = []  # (space left, row index), kept sorted
-        for i in chunk:
-            size = len(encoded[i].ids)
-            slot = bisect.bisect_left(free, (size, -1))
-            if slot < len(free):
-                space, row = free.pop(slot)
-            else:
-                space, row = seq_len, len(rows)
-                rows.append([])
-            rows[row].append(i)
-            if space - size > 0:
-                bisect.insort(free, (space - size, row))
+        rows += pack_rows(lengths, seq_len, order[start : start + PACK_CHUNK])
     rows = [rows[i] for i in rng.permutation(len(rows))]
     return _fill(rows, encoded, seq_len, pad_id, len(too_long))
 

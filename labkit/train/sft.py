@@ -55,7 +55,16 @@ from labkit.chat import IGNORE, check_template, pad_token_id
 from labkit.config import option, require, require_choice, settings
 from labkit.loader import QuantizationType, enable_gradient_checkpointing
 from labkit.train import checkpoint
-from labkit.train.data import EncodedSet, as_pair, collate, encode, length_grouped_batches
+from labkit.train.data import (
+    Conversation,
+    EncodedSet,
+    as_conversation,
+    collate,
+    collate_packed,
+    encode,
+    length_grouped_batches,
+    pack_rows,
+)
 from labkit.train.galore import GaLoreAdamW, GaloreArguments
 
 # The schedules transformers.get_scheduler builds from warm-up and total steps alone (the others
@@ -102,7 +111,14 @@ class SFTConfig(LoraArguments, FreezeArguments, GaloreArguments):
         False, "recompute each layer's activations in the backward pass: less memory, about a third "
         "more compute")
     seed: int = option(42, "seeds the adapter's initialization, dropout and the order of batches")
-    group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    group_by_length: bool = option(
+        True, "batch examples of similar length together (less padding); packing needs no grouping")
+    packing: bool = option(
+        False, "pack several examples into each row of cutoff_len tokens, each seeing only itself "
+        "(LlamaFactory's neat_packing; its plain packing lets examples attend to each other)")
+    train_on_prompt: bool = option(False, "put the loss on the prompt tokens too, not only on the answers")
+    mask_history: bool = option(
+        False, "multi-turn examples: put the loss on the last answer only (default: on every answer)")
     fast_loss: bool = option(
         True, "run the output head on answer tokens only (checked against the model's own forward); "
         "False: the plain forward with full logits, for comparison")
@@ -198,13 +214,11 @@ class SFTResult:
                 f"{self.examples} examples ({self.truncated} truncated); {self.trainable}")
 
 
-def _warn_of_template_problems(model: nn.Module, tokenizer: Any, example: Any, system: str | None) -> None:
+def _warn_of_template_problems(model: nn.Module, tokenizer: Any, conversation: Conversation) -> None:
     """labkit.chat.check_template on the first example: a model whose generation does not stop at
     the end-of-turn token the template teaches trains well and then never stops at inference."""
-    prompt, answer = as_pair(example, 0)
-    head = [{"role": "system", "content": system}] if system else []
-    messages = [*head, {"role": "user", "content": prompt}]
-    for problem in check_template(tokenizer, messages, answer, model=model).problems:
+    answer = conversation.turns[-1][1]
+    for problem in check_template(tokenizer, conversation.messages(), answer, model=model).problems:
         warnings.warn(f"SFT: {problem}", stacklevel=3)
 
 
@@ -225,16 +239,17 @@ def train_sft(
     Callbacks run after each optimizer step; an exception in one stops the run (checkpoints stay).
     """
     config = config or SFTConfig()
-    data = encode(tokenizer, examples, config.cutoff_len, config.system)
-    _warn_of_template_problems(model, tokenizer, examples[0], config.system)
+    data = encode(tokenizer, examples, config.cutoff_len, config.system,
+                  train_on_prompt=config.train_on_prompt, mask_history=config.mask_history)
+    _warn_of_template_problems(model, tokenizer, as_conversation(examples[0], 0, config.system))
     model, trainable = _prepare(model, config)
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
     dtype = hardware.compute_dtype(device, config.bf16)
-    loss_fn = AnswerLoss(model, collate(_padded_probe(data), pad, device), dtype, config.fast_loss)
+    loss_fn = AnswerLoss(model, _probe(data, config, pad, device), dtype, config.fast_loss)
 
-    micro_per_epoch = config.micro_batches_per_epoch(len(data.examples))
-    total = config.total_steps(len(data.examples))
+    batches = _MicroBatches(data, config, pad, device)
+    total = config.total_steps(batches.units)
     optimizer = _Optimizer.create(model, config, total, dtype)
     # "pending": losses of steps not yet logged, so that a resumed run logs the same history.
     state: dict[str, Any] = {"step": 0, "loss": math.nan, "history": [], "pending": [],
@@ -247,7 +262,6 @@ def train_sft(
     else:
         torch.manual_seed(config.seed)  # dropout draws from here; the data order has its own generator
 
-    batches = _MicroBatches(data, config, pad, device, micro_per_epoch)
     meter = _Meter(device)
     resumed_from, losses = state["step"], state["pending"]
     bar = tqdm(total=total, initial=resumed_from, desc="SFT", unit="step", disable=not config.progress)
@@ -387,10 +401,15 @@ def _check_quantization(model: nn.Module, config: SFTConfig) -> None:
                          f"{loaded}: {wanted}.")
 
 
-def _padded_probe(data: EncodedSet) -> list[Any]:
-    """The shortest and the longest example: a batch that surely holds padding, to check the fast loss on."""
+def _probe(data: EncodedSet, config: SFTConfig, pad: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch to check the fast loss on: the shortest and the longest example, padded (so the
+    batch surely holds padding) or, with packing, packed into rows as training packs them."""
     by_length = sorted(data.examples, key=lambda e: len(e.ids))
-    return [by_length[0], by_length[-1]]
+    probe = [by_length[0], by_length[-1]]
+    if not config.packing:
+        return collate(probe, pad, device)
+    rows = pack_rows([len(e.ids) for e in probe], config.cutoff_len)
+    return collate_packed([[probe[i] for i in row] for row in rows], pad, device)
 
 
 def _autocast(dtype: torch.dtype) -> AbstractContextManager[Any]:
@@ -423,15 +442,15 @@ class AnswerLoss:
         decoder, head = self.parts
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE
-        hidden = decoder(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        layout = _layout(batch, full=False)
+        hidden = decoder(input_ids=batch["input_ids"], use_cache=False, **layout).last_hidden_state
         logits = head(hidden[:, :-1][keep])
         return _weighted(F.cross_entropy(logits.float(), targets[keep], reduction="none"), batch, reduction)
 
     def _full(self, batch: dict[str, torch.Tensor], reduction: str = "sum") -> torch.Tensor:
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            use_cache=False).logits
+        logits = self.model(input_ids=batch["input_ids"], use_cache=False, **_layout(batch, full=True)).logits
         per_token = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
         return _weighted(per_token, batch, reduction)
 
@@ -450,17 +469,25 @@ class AnswerLoss:
         return bool(torch.allclose(fast, full, rtol=tolerance, atol=tolerance))
 
 
+def _layout(batch: dict[str, torch.Tensor], full: bool) -> dict[str, torch.Tensor]:
+    """How the model tells examples apart: packed rows by their restarting position ids (and no
+    attention mask, so that transformers masks block-diagonally); padded rows by the attention mask,
+    which the decoder alone can skip, since right padding comes after every token that is scored."""
+    if "position_ids" in batch:
+        return {"position_ids": batch["position_ids"]}
+    return {"attention_mask": batch["attention_mask"]} if full else {}
+
+
 def _weighted(per_token: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str) -> torch.Tensor:
-    """Each answer token's loss times its example's weight; summed unless reduction is "none"."""
+    """Each trained token's loss times its weight; summed unless reduction is "none"."""
     keep = batch["labels"][:, 1:] != IGNORE
-    per_token = per_token * batch["weights"][:, None].expand_as(keep)[keep]
+    per_token = per_token * batch["weights"][:, 1:][keep]
     return per_token if reduction == "none" else per_token.sum()
 
 
 def _answer_weight(batch: dict[str, torch.Tensor]) -> float:
-    """The batch's answer tokens, each counted with its example's weight: what the loss is divided by."""
-    tokens = (batch["labels"][:, 1:] != IGNORE).sum(dim=1)
-    return float((tokens * batch["weights"]).sum())
+    """The batch's trained tokens, each counted with its weight: what the loss is divided by."""
+    return float(batch["weights"][:, 1:].sum())
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
@@ -477,21 +504,32 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
 
 class _MicroBatches:
-    """Micro-batch m of the run: epoch m // per_epoch, position m % per_epoch (the data position)."""
+    """Micro-batch m of the run: epoch m // per_epoch, position m % per_epoch (the data position).
 
-    def __init__(self, data: EncodedSet, config: SFTConfig, pad: int, device: torch.device,
-                 per_epoch: int) -> None:
-        self.data, self.config, self.pad, self.device, self.per_epoch = data, config, pad, device, per_epoch
-        self.lengths = [len(e.ids) for e in data.examples]
+    The units batched are examples, or with packing the rows they are packed into (once, by length
+    alone: the same rows every epoch, in an order set by (seed, epoch))."""
+
+    def __init__(self, data: EncodedSet, config: SFTConfig, pad: int, device: torch.device) -> None:
+        self.data, self.config, self.pad, self.device = data, config, pad, device
+        lengths = [len(e.ids) for e in data.examples]
+        single = [[i] for i in range(len(lengths))]
+        self.rows = pack_rows(lengths, config.cutoff_len) if config.packing else single
+        self.lengths = [sum(lengths[i] for i in row) for row in self.rows]
+        self.units = len(self.rows)
+        self.per_epoch = config.micro_batches_per_epoch(self.units)
         self.epoch, self.order = -1, list[list[int]]()
 
     def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
         epoch, position = divmod(m, self.per_epoch)
         if epoch != self.epoch:
             self.epoch = epoch
+            grouped = self.config.group_by_length and not self.config.packing
             self.order = length_grouped_batches(self.lengths, self.config.per_device_train_batch_size,
-                                                self.config.seed, epoch, self.config.group_by_length)
-        return collate([self.data.examples[i] for i in self.order[position]], self.pad, self.device)
+                                                self.config.seed, epoch, grouped)
+        rows = [[self.data.examples[i] for i in self.rows[unit]] for unit in self.order[position]]
+        if self.config.packing:
+            return collate_packed(rows, self.pad, self.device)
+        return collate([row[0] for row in rows], self.pad, self.device)
 
 
 def _optimizer_step(loss_fn: AnswerLoss, batches: _MicroBatches, step: int, optimizer: _Optimizer, *,
@@ -512,7 +550,7 @@ def _optimizer_step(loss_fn: AnswerLoss, batches: _MicroBatches, step: int, opti
         optimizer.backward(loss)
         total += loss.item()
     optimizer.step(config.max_grad_norm)
-    meter.stop(sum(int(b["attention_mask"].sum()) for b in micro))
+    meter.stop(sum(int(b["tokens"].sum()) for b in micro))
     return total
 
 
