@@ -7,7 +7,8 @@
 Setup (../shared/design/PEER_BENCH.md): random-init Llama of 7.36M parameters (hidden 256, 4 layers,
 vocab 8192, ChatML), 512 synthetic alpaca-like examples, fp32, LoRA r8/alpha16 on all linear layers
 but the head, lr 1e-4, batch 8, 64 steps, seed 42, cutoff 256, loss on the response only, no
-gradient checkpointing, SDPA, 2 threads. All trainers get the same token ids and answer masks
+gradient checkpointing, SDPA, 2 threads. One epoch: 64 steps of 8 examples, or with packing the
+steps of 8 rows of 256 tokens that the same 512 examples fill. All trainers get the same token ids and answer masks
 (the kit's encoding) and the same LoRA initialization. Each run is a fresh process, so that peak
 RSS is its own; runs of the variants alternate, so that a busy spell on the machine hits all alike.
 
@@ -35,6 +36,7 @@ VARIANTS = {
     "kit": "labkit.train.train_sft",
     "kit-nogroup": "labkit.train.train_sft, group_by_length=False",
     "kit-fullfwd": "labkit.train.train_sft, fast_loss=False",
+    "kit-packed": "labkit.train.train_sft, packing=True (one epoch: fewer, fuller rows)",
     "trl": "TRL 1.16 SFTTrainer (fp32, use_cpu, no checkpointing)",
     "hf-trainer": "transformers 5.24 Trainer (group_by_length, model's own loss)",
 }
@@ -92,14 +94,15 @@ def setup() -> tuple[object, object, list[tuple[str, str]]]:
 def run_kit(model, tokenizer, pairs, **changes) -> dict[str, float]:  # noqa: ANN001
     from labkit.train import SFTConfig, train_sft
 
-    config = SFTConfig(finetuning_type="lora", lora_rank=8, lora_alpha=16, learning_rate=1e-4,
-                       per_device_train_batch_size=BATCH, max_steps=STEPS, cutoff_len=CUTOFF, seed=SEED,
-                       progress=False, **changes)
+    base = dict(finetuning_type="lora", lora_rank=8, lora_alpha=16, learning_rate=1e-4,
+                per_device_train_batch_size=BATCH, max_steps=STEPS, cutoff_len=CUTOFF, seed=SEED,
+                progress=False)
+    config = SFTConfig(**{**base, **changes})
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_sft(model, tokenizer, pairs, config)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"s": seconds, "cpu_s": cpu, "tokens": result.tokens, "loss": result.final_loss,
-            "rss": result.peak_memory_mib}
+            "rss": result.peak_memory_mib, "steps": result.steps}
 
 
 def timed_train(trainer, tokens: int) -> dict[str, float]:  # noqa: ANN001
@@ -175,7 +178,8 @@ def child(variant: str) -> None:
     elif variant == "hf-trainer":
         row = run_hf_trainer(model, tokenizer, pairs)
     else:
-        changes = {"kit": {}, "kit-nogroup": {"group_by_length": False}, "kit-fullfwd": {"fast_loss": False}}
+        changes = {"kit": {}, "kit-nogroup": {"group_by_length": False}, "kit-fullfwd": {"fast_loss": False},
+                   "kit-packed": {"packing": True, "max_steps": None, "num_train_epochs": 1.0}}
         row = run_kit(model, tokenizer, pairs, **changes[variant])
     print("RESULT " + json.dumps({"variant": variant, **row}), flush=True)
 
@@ -227,15 +231,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
     """Medians per variant, as a markdown table."""
-    lines = ["| trainer | s | tokens/s | tokens per CPU-s | peak RSS MiB | loss at last step |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| trainer | steps | s | tokens/s | tokens per CPU-s | peak RSS MiB | loss at last step |",
+             "|---|---|---|---|---|---|---|"]
     for variant, rows in runs.items():
         seconds = statistics.median(r["s"] for r in rows)
         speed = statistics.median(r["tokens"] / r["s"] for r in rows)
         rss = statistics.median(r["rss"] for r in rows)
         per_cpu = statistics.median(r["tokens"] / r["cpu_s"] for r in rows)
         loss = statistics.median(r["loss"] for r in rows)
-        lines.append(f"| {VARIANTS[variant]} | {seconds:.1f} | {speed:,.0f} | {per_cpu:,.0f} | {rss:,.0f} "
+        steps = rows[0].get("steps", STEPS)
+        lines.append(f"| {VARIANTS[variant]} | {steps:.0f} | {seconds:.1f} | {speed:,.0f} | {per_cpu:,.0f} | {rss:,.0f} "
                      f"| {loss:.4f} |")
     return "\n".join(lines)
 

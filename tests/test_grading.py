@@ -101,7 +101,70 @@ def _budget_without_activations(budget_bytes, n_params, n_lora, precision="amp",
     return bank.get("07.budget").reference(budget_bytes, n_params, n_lora, precision, 0)
 
 
+def _chatml_without_newlines(messages, add_generation_prompt=False):
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>" for m in messages)
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def _chatml_without_generation_prompt(messages, add_generation_prompt=False):
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def _labels_shifted(ids, answers, mask_history=False, train_on_prompt=False):
+    labels = [-100] * len(ids)
+    for start, end in answers[-1:] if mask_history else answers:
+        labels[start - 1:end - 1] = ids[start:end]  # pre-shifted, as if the model did not shift
+    return list(ids) if train_on_prompt else labels
+
+
+def _labels_every_answer_always(ids, answers, mask_history=False, train_on_prompt=False):
+    labels = [-100] * len(ids)
+    for start, end in answers:
+        labels[start:end] = ids[start:end]
+    return list(ids) if train_on_prompt else labels
+
+
+def _pack_first_fit(lengths, capacity):
+    rows, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fit = next((r for r in range(len(rows)) if room[r] >= lengths[i]), None)
+        if fit is None:
+            rows.append([]), room.append(capacity)
+            fit = len(rows) - 1
+        rows[fit].append(i)
+        room[fit] -= lengths[i]
+    return rows
+
+
+def _pack_in_file_order(lengths, capacity):
+    rows, room = [], []
+    for i, length in enumerate(lengths):  # best fit, but not longest first
+        fits = [r for r in range(len(rows)) if room[r] >= length]
+        fit = min(fits, key=lambda r: (room[r], r)) if fits else None
+        if fit is None:
+            rows.append([]), room.append(capacity)
+            fit = len(rows) - 1
+        rows[fit].append(i)
+        room[fit] -= length
+    return rows
+
+
+def _attention_causal_over_the_row(position_ids):
+    n = len(position_ids)
+    return [[k <= q for k in range(n)] for q in range(n)]  # plain packing: every example sees the ones before
+
+
+def _attention_both_ways_in_an_example(position_ids):
+    starts = [i for i, p in enumerate(position_ids) if p == 0]
+    example = [max(s for s in starts if s <= i) for i in range(len(position_ids))]
+    return [[example[k] == example[q] for k in range(len(example))] for q in range(len(example))]
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
+    "08.template": [_chatml_without_newlines, _chatml_without_generation_prompt],
+    "08.mask": [_labels_shifted, _labels_every_answer_always],
+    "08.pack": [_pack_first_fit, _pack_in_file_order],
+    "08.attention": [_attention_causal_over_the_row, _attention_both_ways_in_an_example],
     "07.ledger": [_ledger_without_master_copy, _ledger_quantizing_trained_weights],
     "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
     "07.budget": [_budget_strictly_under, _budget_without_activations],
