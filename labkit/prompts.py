@@ -16,6 +16,8 @@ PROBABILITY_QUESTION = (
 YES_NO_QUESTION = "Is it likely that {statement}? Answer Yes or No."
 
 YES, NO = "Yes", "No"
+# The question whose answer names the record's findings that raise the risk, in the rules' words.
+EXPLAIN_QUESTION = "Which findings in this record point to {condition}?"
 
 
 def probability_prompt(text: str, task: Task) -> str:
@@ -26,6 +28,11 @@ def probability_prompt(text: str, task: Task) -> str:
 def yes_no_prompt(text: str, task: Task) -> str:
     """The user message that asks for Yes or No about one record serialized as text."""
     return f"{text}\n\n{YES_NO_QUESTION.format(statement=task.statement)}"
+
+
+def explain_prompt(text: str, condition: str) -> str:
+    """The user message that asks which findings of one record point to the condition."""
+    return f"{text}\n\n{EXPLAIN_QUESTION.format(condition=condition)}"
 
 
 def probability_answer(p: float) -> str:

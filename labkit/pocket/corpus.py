@@ -254,14 +254,21 @@ def fired_rules(record: dict[str, Any], knowledge: TaskKnowledge) -> list[Rule]:
 def explain_example(record: dict[str, Any], text: str, schema: Schema,
                     knowledge: TaskKnowledge) -> Example:
     """A record and "which findings point to ...?", answered with the rules that fire."""
+    user = prompts.explain_prompt(text, knowledge.condition)
+    return Example(kind="explain", task=schema.name, messages=(
+        {"role": "user", "content": user}, {"role": "assistant", "content": explanation(record, knowledge)}))
+
+
+def explanation(record: dict[str, Any], knowledge: TaskKnowledge, most: int = 4) -> str:
+    """The answer to the explain question: the `most` strongest rules that hold, in their words."""
     fired = fired_rules(record, knowledge)
     if fired:
-        answer = " ".join(r.text for r in fired[:4])
-    else:
-        answer = f"None of the findings in this record is a textbook sign of {knowledge.condition}."
-    user = f"{text}\n\nWhich findings in this record point to {knowledge.condition}?"
-    return Example(kind="explain", task=schema.name, messages=(
-        {"role": "user", "content": user}, {"role": "assistant", "content": answer}))
+        return " ".join(r.text for r in fired[:most])
+    return no_findings(knowledge)
+
+
+def no_findings(knowledge: TaskKnowledge) -> str:
+    return f"None of the findings in this record is a textbook sign of {knowledge.condition}."
 
 
 def threshold_question(rule: Rule, label: str, unit: str) -> str:
