@@ -1,0 +1,76 @@
+"""labkit.train.ppo: model sharing plays the four roles of PPO exactly, in less memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_preference import PAIRS, config  # tests/ is on sys.path (conftest.py)
+from test_sft import tiny_llama
+from tiny_models import tiny_tokenizer
+
+from labkit.chat import prompt_batch
+from labkit.memory import measure_peak
+from labkit.train.ppo import PPOConfig, SeparateRoles, SharedRoles, _positions, gae, ppo_step
+from labkit.train.preference import train_preference
+
+PROMPTS = [p.messages() for p in PAIRS]
+
+
+@pytest.fixture(scope="module")
+def reward_model() -> torch.nn.Module:
+    return train_preference(tiny_llama(), tiny_tokenizer(), PAIRS, config(stage="rm")).model
+
+
+def test_gae_on_golden_values() -> None:
+    rewards, values = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.5, 0.5]])
+    mask = torch.ones(1, 3)
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0)  # Monte Carlo: return 1 everywhere
+    assert advantages.tolist() == [[0.5, 0.5, 0.5]] and returns.tolist() == [[1.0, 1.0, 1.0]]
+    one_step, _ = gae(rewards, values, mask, gamma=1.0, lam=0.0)  # r_t + V_{t+1} - V_t
+    assert one_step.tolist() == [[0.0, 0.0, 0.5]]
+    padded, _ = gae(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 9.0]]), torch.tensor([[1.0, 0.0]]), 1.0, 1.0)
+    assert padded.tolist() == [[0.5, 0.0]]  # nothing flows back from the padding
+
+
+def test_shared_roles_are_the_reward_model_and_the_base(reward_model: torch.nn.Module) -> None:
+    tokenizer = tiny_tokenizer()
+    shared = SharedRoles(tiny_llama(), reward_model, PPOConfig(seed=0))
+    ids, mask, _ = prompt_batch(tokenizer, PROMPTS[:3], torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(shared.reward(ids, mask), reward_model(input_ids=ids, attention_mask=mask).logits[:, 0],
+                              atol=1e-5)
+        base = tiny_llama()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+        assert torch.allclose(shared.reference(ids, mask), base, atol=1e-5)
+        assert torch.allclose(shared.policy(ids, mask)[0], base, atol=1e-5)  # B = 0: the policy starts at the base
+    assert shared.model.active_adapter == "policy"  # scoring switched the adapter back
+
+
+def test_a_step_trains_the_policy_only_and_sharing_changes_no_number(reward_model: torch.nn.Module) -> None:
+    tokenizer, settings = tiny_tokenizer(), PPOConfig(seed=0, max_new_tokens=6, learning_rate=1e-2)
+    runs = {}
+    for name, roles_type in (("shared", SharedRoles), ("separate", SeparateRoles)):
+        roles = roles_type(tiny_llama(), reward_model, settings)
+        trained = {id(p) for p in roles.trainable()}
+        frozen = {n: p.detach().clone() for n, p in roles.modules().named_parameters() if id(p) not in trained}
+        before = [p.detach().clone() for p in roles.trainable()]
+        torch.manual_seed(0)
+        optimizer = torch.optim.AdamW(roles.trainable(), lr=settings.learning_rate)
+        runs[name] = ppo_step(roles, tokenizer, PROMPTS[:4], settings, optimizer)
+        assert any(not torch.equal(a, b) for a, b in zip(before, roles.trainable(), strict=True))
+        after = dict(roles.modules().named_parameters())
+        assert all(torch.equal(after[n], p) for n, p in frozen.items()), "only the policy and the value head train"
+    assert runs["shared"].score == pytest.approx(runs["separate"].score, abs=1e-5)
+    assert runs["shared"].policy_loss == pytest.approx(runs["separate"].policy_loss, abs=1e-5)
+
+
+def test_model_sharing_peaks_below_four_separate_models(reward_model: torch.nn.Module) -> None:
+    tokenizer, settings = tiny_tokenizer(), PPOConfig(seed=0, max_new_tokens=6)
+    peaks = {}
+    for name, roles_type in (("shared", SharedRoles), ("separate", SeparateRoles)):
+        roles = roles_type(tiny_llama(), reward_model, settings)
+        optimizer = torch.optim.AdamW(roles.trainable(), lr=settings.learning_rate)
+        torch.manual_seed(0)
+        _, peak = measure_peak(lambda: ppo_step(roles, tokenizer, PROMPTS[:4], settings, optimizer),
+                               held=roles.modules())
+        peaks[name] = peak.peak_bytes
+    assert peaks["shared"] < peaks["separate"], peaks
