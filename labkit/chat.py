@@ -90,7 +90,7 @@ def stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     """The ids that end generation: the model's generation_config.eos_token_id (one id or a list),
     else the tokenizer's end token."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
+    if eos is None or (isinstance(eos, list | tuple) and not eos):  # an empty list names no end either
         eos = tokenizer.eos_token_id
     if eos is None:
         return ()

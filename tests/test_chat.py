@@ -105,6 +105,7 @@ def test_the_template_check_catches_a_generation_eos_that_is_not_the_end_of_turn
     assert "close its turn with '<|im_end|>'" in problem and "['<pad>']" in problem
     assert f"eos_token_id = {end}" in problem  # the fix, with the id
     assert chat.check_template(tok, MESSAGES, "yes", model=_Model([tok.pad_token_id, end])).ok
+    assert chat.stop_ids(_Model([]), tok) == (end,)  # an empty list: the tokenizer's end token, as for None
 
 
 def test_the_template_check_catches_a_template_that_never_ends_the_turn() -> None:
