@@ -167,6 +167,10 @@ def train_preference(model: CausalLM, tokenizer: Any, samples: Sequence[Sample],
                                   use_dora=config.use_dora, seed=config.seed)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = _trainer(model, tokenizer, rows, config, reward, scratch)
+        if not config.progress:  # without a progress bar, transformers prints every log entry instead
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         result = trainer.train()
     history = [{k: float(v) for k, v in entry.items() if isinstance(v, int | float)}
                for entry in trainer.state.log_history]
