@@ -4,6 +4,7 @@ A model must be trained on the very token ids it reads at inference. So every pa
 messages the same way, here: the tokenizer's chat template, with the generation prompt for what
 the model is asked, tokenized without extra special tokens (the template holds those it wants).
 
+    prompt_messages(system, turns, prompt)      # system, earlier (user, assistant) turns, the prompt
     prompt_text(tokenizer, messages)            # what the model reads before it answers
     split_turn(tokenizer, messages, answer)     # (that prompt, what the model is trained to write:
                                                 #  the answer and the template's end-of-turn tokens)
@@ -34,6 +35,15 @@ def require_template(tokenizer: Any) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{type(tokenizer).__name__} has no chat template: set tokenizer.chat_template "
                          "(a Jinja string) or load the instruct/chat version of the model.")
+
+
+def prompt_messages(system: str | None, turns: Sequence[tuple[str, str]], prompt: str) -> Messages:
+    """The messages a model reads before it answers: the system message (if any), each earlier
+    (user, assistant) turn, then the user's prompt."""
+    out: Messages = [{"role": "system", "content": system}] if system else []
+    for user, answer in turns:
+        out += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return out + [{"role": "user", "content": prompt}]
 
 
 def prompt_text(tokenizer: Any, messages: Messages) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from labkit.chat import IGNORE, Messages, require_template, split_turn, token_ids
+from labkit.chat import IGNORE, Messages, prompt_messages, require_template, split_turn, token_ids
 from labkit.worker.formats import Sample
 
 MEGABATCH = 50  # batches per length-sorted group: wide enough to cut padding, narrow enough to stay random
@@ -126,10 +126,7 @@ class Conversation:
     def messages(self, upto: int | None = None) -> Messages:
         """The messages the model reads before the answer of turn `upto` (default: the last one)."""
         upto = len(self.turns) - 1 if upto is None else upto
-        out: Messages = [{"role": "system", "content": self.system}] if self.system else []
-        for user, answer in self.turns[:upto]:
-            out += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        return out + [{"role": "user", "content": self.turns[upto][0]}]
+        return prompt_messages(self.system, self.turns[:upto], self.turns[upto][0])
 
 
 def as_conversation(example: Any, index: int, system: str | None = None) -> Conversation:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from labkit.chat import Messages
+from labkit.chat import Messages, prompt_messages
 from labkit.data.loading import DataError
 from labkit.worker.registry import DatasetAttr
 
@@ -58,10 +58,7 @@ class Sample:
 
     def messages(self) -> Messages:
         """What the model reads before it answers: system, history, the prompt."""
-        out: Messages = [{"role": "system", "content": self.system}] if self.system else []
-        for user, assistant in self.history:
-            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        return out + [{"role": "user", "content": self.prompt}]
+        return prompt_messages(self.system, self.history, self.prompt)
 
 
 def _fail(where: str, field: str, problem: str, fix: str) -> FormatError:
