@@ -12,6 +12,9 @@ from labkit.grading.exercise import Case, Exercise, case, close
 
 IGNORE = -100
 ROLES = ("user", "assistant")
+# The worker imports what the notebook imports (torch, transformers, peft, the kit's trainers) before
+# the first hidden case: on a busy 2-core machine that alone can pass the default 30 s (lesson 06 too).
+TIME_LIMIT_S = 90.0
 
 
 @cache
@@ -137,7 +140,7 @@ EXERCISES = [
                   case([{"role": "system", "content": "be brief"}, {"role": "user", "content": "is it ?"},
                         {"role": "assistant", "content": "yes"}])),
         hidden=_hidden_chatml,
-        compare=close(),
+        compare=close(), time_limit_s=TIME_LIMIT_S,
     ),
     Exercise(
         id="08.mask", function="loss_labels", tier="core", points=2,
@@ -149,7 +152,7 @@ EXERCISES = [
         examples=(case([5, 6, 7, 8, 9], [[3, 5]]),
                   case([1, 2, 3, 4, 5, 6, 7], [[2, 3], [5, 7]], mask_history=True)),
         hidden=_hidden_labels,
-        compare=close(),
+        compare=close(), time_limit_s=TIME_LIMIT_S,
     ),
     Exercise(
         id="08.pack", function="best_fit", tier="core", points=2,
@@ -160,7 +163,7 @@ EXERCISES = [
         reference=best_fit,
         examples=(case([5, 3, 4, 2, 6], 8), case([2, 2, 2], 4)),
         hidden=_hidden_pack,
-        compare=close(),
+        compare=close(), time_limit_s=TIME_LIMIT_S,
     ),
     Exercise(
         id="08.attention", function="packed_attention_mask", tier="stretch", points=3,
@@ -170,6 +173,6 @@ EXERCISES = [
         reference=packed_attention_mask,
         examples=(case([0, 1, 0, 1, 2]),),
         hidden=_hidden_attention,
-        compare=close(),
+        compare=close(), time_limit_s=TIME_LIMIT_S,
     ),
 ]
