@@ -10,7 +10,8 @@ from tiny_models import tiny_tokenizer
 
 from labkit.chat import prompt_batch
 from labkit.memory import measure_peak
-from labkit.train.ppo import PPOConfig, SeparateRoles, SharedRoles, _positions, gae, ppo_step
+from labkit.train.ppo import (PPOConfig, SeparateRoles, SharedRoles, _positions, gae, kl_penalized_rewards,
+                              ppo_step, train_ppo)
 from labkit.train.preference import train_preference
 
 PROMPTS = [p.messages() for p in PAIRS]
@@ -30,6 +31,15 @@ def test_gae_on_golden_values() -> None:
     assert one_step.tolist() == [[0.0, 0.0, 0.5]]
     padded, _ = gae(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 9.0]]), torch.tensor([[1.0, 0.0]]), 1.0, 1.0)
     assert padded.tolist() == [[0.5, 0.0]]  # nothing flows back from the padding
+
+
+def test_the_kl_penalty_is_paid_per_token_and_the_score_on_the_last_answer_token() -> None:
+    logps = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -1.0], [-2.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # the first answer ended after two tokens
+    rewards, kl = kl_penalized_rewards(logps, ref, torch.tensor([2.0, -1.0]), mask, kl_coef=0.5)
+    assert kl.tolist() == [[0.5, 0.0, 0.0], [1.0, 0.0, 0.0]]  # nothing on the padding
+    assert rewards.tolist() == [[-0.25, 2.0, 0.0], [-0.5, 0.0, -1.0]]
 
 
 def test_shared_roles_are_the_reward_model_and_the_base(reward_model: torch.nn.Module) -> None:
@@ -74,3 +84,13 @@ def test_model_sharing_peaks_below_four_separate_models(reward_model: torch.nn.M
                                held=roles.modules())
         peaks[name] = peak.peak_bytes
     assert peaks["shared"] < peaks["separate"], peaks
+
+
+def test_train_ppo_repeats_itself_under_a_seed_and_moves_the_policy(reward_model: torch.nn.Module) -> None:
+    settings = PPOConfig(seed=0, max_new_tokens=6, learning_rate=1e-2)
+    runs = [train_ppo(SharedRoles(tiny_llama(), reward_model, settings), tiny_tokenizer(), PROMPTS, settings,
+                      steps=2, batch_size=3) for _ in range(2)]
+    assert len(runs[0]) == 2 and runs[0] == runs[1]
+    first, second = runs[0]
+    assert first.kl == 0.0  # the policy starts as the reference (B = 0)
+    assert second.kl != 0.0  # and the first update moved it

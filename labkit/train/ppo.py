@@ -228,6 +228,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
+def kl_penalized_rewards(logps: torch.Tensor, ref_logps: torch.Tensor, score: torch.Tensor,
+                         mask: torch.Tensor, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLHF's per-token reward (Ouyang et al. 2022, eq. 2, spread over the answer's tokens):
+    r_t = -kl_coef (log pi(y_t) - log pi_ref(y_t)), plus the reward model's score on the answer's last
+    token; 0 after the answer. Returns (rewards, the per-token KL estimate), both (batch, tokens)."""
+    kl = (logps - ref_logps) * mask
+    rewards = -kl_coef * kl
+    rewards[torch.arange(len(rewards)), mask.sum(1).long().clamp(min=1) - 1] += score
+    return rewards, kl
+
+
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -265,10 +276,9 @@ def ppo_step(roles: Roles, tokenizer: Any, prompts: list[Messages], config: PPOC
         logits, values = roles.policy(sequences, full)
         old = token_logps(logits, sequences, start)
         values = values[:, start - 1:-1] * answer
-        kl = (old - token_logps(roles.reference(sequences, full), sequences, start)) * answer
+        reference = token_logps(roles.reference(sequences, full), sequences, start)
         score = roles.reward(sequences, full)
-        rewards = -config.kl_coef * kl
-        rewards[torch.arange(len(rewards)), answer.sum(1).long().clamp(min=1) - 1] += score
+        rewards, kl = kl_penalized_rewards(old, reference, score, answer, config.kl_coef)
         advantages, returns = gae(rewards, values, answer, config.gamma, config.lam)
         advantages = _whiten(advantages, answer)
     policy_loss = value_loss = torch.tensor(0.0)
