@@ -33,9 +33,10 @@ MOST = 4  # rules an explanation names at most, strongest first (as the corpus t
 def unfaithful_explanation(record: dict[str, Any], knowledge: TaskKnowledge, rng: np.random.Generator) -> str:
     """A plausible wrong answer: one or two rules that do not hold among the record's strongest ones
     (in place of the weakest when four already hold), in the order of weight the corpus taught."""
-    fired = fired_rules(record, knowledge)[:MOST]
+    holding = fired_rules(record, knowledge)
+    fired = holding[:MOST]
     plain = [r for r in knowledge.rules if r.weight > 0 and r.linear is None and not r.log]  # as fired_rules
-    absent = [r for r in plain if r not in fired]
+    absent = [r for r in plain if r not in holding]  # a fifth rule that holds would be no mistake
     invented = [absent[i] for i in rng.choice(len(absent), size=min(len(absent), int(rng.integers(1, 3))),
                                               replace=False)]
     cited = sorted(fired[:MOST - len(invented)] + invented, key=lambda r: -r.weight)
@@ -101,3 +102,37 @@ def faithfulness(answer: str, record: dict[str, Any], knowledge: TaskKnowledge) 
     precision = sum(r.text in hold for r in cited) / len(cited)
     recall = sum(r in cited for r in fired) / len(fired)
     return precision, recall
+
+
+def explain(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int = 100,
+            batch_size: int = 32) -> list[str]:
+    """The model's greedy answers to explain prompts (one user turn each), decoded without special tokens."""
+    import torch
+
+    from labkit.chat import generation_config, prompt_batch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    greedy = generation_config(model, tokenizer, max_new_tokens, 0.0)
+    answers: list[str] = []
+    try:
+        for start in range(0, len(questions), batch_size):
+            conversations = [[{"role": "user", "content": q}] for q in questions[start:start + batch_size]]
+            ids, mask, _ = prompt_batch(tokenizer, conversations, device)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
+            texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            answers += [t.strip() for t in texts]
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def mean_faithfulness(answers: list[str], held: HeldOut) -> dict[str, float]:
+    """Mean precision and recall of answers to `held`'s prompts, in order."""
+    if len(answers) != len(held.records):
+        raise ValueError(f"{len(answers)} answers for {len(held.records)} held-out records")
+    scores = [faithfulness(a, r, held.knowledge) for a, r in zip(answers, held.records, strict=True)]
+    precision, recall = np.mean(scores, axis=0)
+    return {"precision": float(precision), "recall": float(recall)}
