@@ -12,8 +12,10 @@ from labkit.pocket.explanations import (
     explain,
     faithfulness,
     held_out,
+    held_out_pairs,
     mean_faithfulness,
     preference_pairs,
+    synthetic_records,
     unfaithful_explanation,
 )
 
@@ -59,3 +61,14 @@ def test_explain_answers_every_prompt_greedily(held: object) -> None:
     assert 0.0 <= scores["precision"] <= 1.0 and 0.0 <= scores["recall"] <= 1.0
     with pytest.raises(ValueError, match="4 answers for 5"):
         mean_faithfulness(answers[:4], subset)
+
+
+def test_synthetic_records_and_held_out_pairs_score_as_built() -> None:
+    patients = synthetic_records("pima", 16, seed=0)
+    assert len(patients.prompts) == len(patients.records) == 16
+    assert synthetic_records("pima", 16, seed=0).prompts == patients.prompts
+    pairs = held_out_pairs(patients, seed=0)
+    chosen = mean_faithfulness([p.chosen or "" for p in pairs], patients)
+    rejected = mean_faithfulness([p.rejected or "" for p in pairs], patients)
+    assert chosen == {"precision": 1.0, "recall": 1.0}
+    assert rejected["precision"] < 1.0

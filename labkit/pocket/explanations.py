@@ -64,7 +64,8 @@ def preference_pairs(task: str, n: int, seed: int) -> list[Sample]:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Real records of a split, as explain prompts, with what a faithful answer names."""
+    """Records as explain prompts (real ones of a split, or synthetic), with the knowledge that scores
+    an answer to each."""
 
     prompts: list[str]
     records: list[dict[str, Any]]
@@ -78,6 +79,23 @@ def held_out(task: str, split: str = "val", n: int | None = None, seed: int = 0)
     records = dataset.features(split).to_dict(orient="records")[:n]
     texts = [to_text(r, dataset.schema) for r in records]
     return HeldOut([prompts.explain_prompt(t, knowledge.condition) for t in texts], records, knowledge)
+
+
+def synthetic_records(task: str, n: int, seed: int) -> HeldOut:
+    """n synthetic patients of `task` as explain prompts with their records (for online training:
+    a sampled answer is scored against its record)."""
+    knowledge, schema = load_knowledge(task), SCHEMAS[task]
+    records = sample_patients(knowledge, schema, n, np.random.default_rng(seed))
+    questions = [prompts.explain_prompt(to_text(r, schema), knowledge.condition) for r in records]
+    return HeldOut(questions, records, knowledge)
+
+
+def held_out_pairs(held: HeldOut, seed: int) -> list[Sample]:
+    """One preference pair per held-out record: its faithful explanation over an unfaithful one."""
+    rng = np.random.default_rng(seed)
+    return [Sample(prompt, chosen=explanation(record, held.knowledge, MOST),
+                   rejected=unfaithful_explanation(record, held.knowledge, rng))
+            for prompt, record in zip(held.prompts, held.records, strict=True)]
 
 
 def cited_rules(answer: str, knowledge: TaskKnowledge) -> list[Rule]:
