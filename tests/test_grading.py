@@ -160,7 +160,53 @@ def _attention_both_ways_in_an_example(position_ids):
     return [[example[k] == example[q] for k in range(len(example))] for q in range(len(example))]
 
 
+def _bt_without_the_minus(chosen_scores, rejected_scores):
+    margins = np.array(chosen_scores) - np.array(rejected_scores)
+    return float(np.mean(np.log(1 / (1 + np.exp(-margins)))))  # maximizes the wrong thing
+
+
+def _bt_summed(chosen_scores, rejected_scores):
+    margins = np.array(chosen_scores) - np.array(rejected_scores)
+    return float(np.sum(np.log1p(np.exp(-margins))))
+
+
+def _dpo_without_reference(chosen, rejected, ref_chosen, ref_rejected, beta):
+    margins = beta * (np.array(chosen) - np.array(rejected))
+    return float(np.mean(np.log1p(np.exp(-margins))))
+
+
+def _dpo_beta_outside(chosen, rejected, ref_chosen, ref_rejected, beta):
+    margins = (np.array(chosen) - np.array(ref_chosen)) - (np.array(rejected) - np.array(ref_rejected))
+    return float(beta * np.mean(np.log1p(np.exp(-margins))))
+
+
+def _groups_population_std(rewards, group_size):
+    grouped = np.array(rewards).reshape(-1, group_size)
+    return ((grouped - grouped.mean(1, keepdims=True)) / (grouped.std(1, keepdims=True) + 1e-4)).ravel().tolist()
+
+
+def _groups_over_the_batch(rewards, group_size):
+    r = np.array(rewards)
+    return ((r - r.mean()) / (r.std(ddof=1) + 1e-4)).tolist()
+
+
+def _kl_score_on_the_last_column(logps, ref_logps, scores, mask, kl_coef):
+    rewards = -kl_coef * (np.array(logps) - np.array(ref_logps)) * np.array(mask)
+    rewards[:, -1] += scores  # the row's end, not the answer's
+    return rewards.tolist()
+
+
+def _kl_on_the_padding_too(logps, ref_logps, scores, mask, kl_coef):
+    rewards = -kl_coef * (np.array(logps) - np.array(ref_logps))
+    rewards[np.arange(len(rewards)), np.array(mask).sum(1) - 1] += scores
+    return rewards.tolist()
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
+    "09.bradley_terry": [_bt_without_the_minus, _bt_summed],
+    "09.dpo": [_dpo_without_reference, _dpo_beta_outside],
+    "09.group": [_groups_population_std, _groups_over_the_batch],
+    "09.kl_reward": [_kl_score_on_the_last_column, _kl_on_the_padding_too],
     "08.template": [_chatml_without_newlines, _chatml_without_generation_prompt],
     "08.mask": [_labels_shifted, _labels_every_answer_always],
     "08.pack": [_pack_first_fit, _pack_in_file_order],
