@@ -14,6 +14,7 @@ from labkit.pocket.explanations import (
     held_out,
     held_out_pairs,
     mean_faithfulness,
+    own_mistakes,
     preference_pairs,
     synthetic_records,
     unfaithful_explanation,
@@ -72,3 +73,16 @@ def test_synthetic_records_and_held_out_pairs_score_as_built() -> None:
     rejected = mean_faithfulness([p.rejected or "" for p in pairs], patients)
     assert chosen == {"precision": 1.0, "recall": 1.0}
     assert rejected["precision"] < 1.0
+
+
+def test_own_mistakes_are_the_models_unfaithful_answers_against_faithful_ones() -> None:
+    model, tokenizer = load_model(None), load_tokenizer(None)
+    patients = synthetic_records("pima", 12, seed=0)
+    pairs = own_mistakes(model, tokenizer, patients, n=100)
+    answers = dict(zip(patients.prompts, explain(model, tokenizer, patients.prompts), strict=True))
+    records = dict(zip(patients.prompts, patients.records, strict=True))
+    wrong = [p for p, a in answers.items() if faithfulness(a, records[p], patients.knowledge)[0] < 1]
+    assert [p.prompt for p in pairs] == wrong and wrong  # every mistake, in order, and there are some
+    assert all(p.rejected == answers[p.prompt] for p in pairs)
+    assert all(faithfulness(p.chosen or "", records[p.prompt], patients.knowledge)[0] == 1.0 for p in pairs)
+    assert len(own_mistakes(model, tokenizer, patients, n=2)) == 2

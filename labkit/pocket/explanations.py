@@ -154,3 +154,16 @@ def mean_faithfulness(answers: list[str], held: HeldOut) -> dict[str, float]:
     scores = [faithfulness(a, r, held.knowledge) for a, r in zip(answers, held.records, strict=True)]
     precision, recall = np.mean(scores, axis=0)
     return {"precision": float(precision), "recall": float(recall)}
+
+
+def own_mistakes(model: Any, tokenizer: Any, patients: HeldOut, n: int) -> list[Sample]:
+    """Preference pairs from the model's own mistakes, as RLHF collects them: up to n of its greedy
+    explanations of `patients` that cite a rule the record lacks (rejected), each against the
+    faithful explanation (chosen)."""
+    pairs: list[Sample] = []
+    for prompt, record, answer in zip(patients.prompts, patients.records,
+                                      explain(model, tokenizer, patients.prompts), strict=True):
+        if len(pairs) < n and faithfulness(answer, record, patients.knowledge)[0] < 1:
+            faithful = explanation(record, patients.knowledge, MOST)
+            pairs.append(Sample(prompt, chosen=faithful, rejected=answer))
+    return pairs
