@@ -55,6 +55,14 @@ def test_shared_roles_are_the_reward_model_and_the_base(reward_model: torch.nn.M
     assert shared.model.active_adapter == "policy"  # scoring switched the adapter back
 
 
+def test_sharing_refuses_a_reward_model_trained_on_other_weights(reward_model: torch.nn.Module) -> None:
+    other = tiny_llama()
+    with torch.no_grad():
+        other.model.layers[0].self_attn.q_proj.weight.add_(0.01)  # as after SFT: the reward model never saw it
+    with pytest.raises(ValueError, match="trained on other weights"):
+        SharedRoles(other, reward_model, PPOConfig(seed=0))
+
+
 def test_a_step_trains_the_policy_only_and_sharing_changes_no_number(reward_model: torch.nn.Module) -> None:
     tokenizer, settings = tiny_tokenizer(), PPOConfig(seed=0, max_new_tokens=6, learning_rate=1e-2)
     runs = {}

@@ -124,11 +124,25 @@ def reward_adapter(reward_model: Any) -> tuple[dict[str, torch.Tensor], nn.Linea
     return state, head, reward_model.peft_config["default"]
 
 
+def same_trunk(model: CausalLM, reward_model: Any) -> bool:
+    """Whether the reward model's frozen weights (its LoRA adapter and score head aside) are the model's."""
+    mine = dict(model.named_parameters())
+    trunk = reward_model.get_base_model().named_parameters()
+    theirs = {name.replace(".base_layer", ""): p for name, p in trunk
+              if "lora_" not in name and not name.startswith("score")}
+    shared = [name for name in theirs if name in mine]
+    return bool(shared) and all(torch.equal(mine[name], theirs[name]) for name in shared)
+
+
 class SharedRoles:
     """The four roles on one base model: adapters "policy" and "reward", a value head, adapters off
     for the reference."""
 
     def __init__(self, model: CausalLM, reward_model: Any, config: PPOConfig) -> None:
+        if not same_trunk(model, reward_model):
+            raise ValueError("the reward model was trained on other weights than this model's: model "
+                             "sharing switches its adapter on over the policy's base, so train it from the "
+                             "same model (e.g. the SFT model that PPO starts from)")
         state, self.score_head, reward_config = reward_adapter(reward_model)
         with hardware.seeded(config.seed):
             self.model = get_peft_model(model, _lora(model, config.lora_rank, config.lora_alpha),
