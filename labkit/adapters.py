@@ -19,13 +19,15 @@ A model loaded in 8 or 4 bits (bitsandbytes) takes "lora" only, without PiSSA: t
 
 from __future__ import annotations
 
+import contextlib
 import typing
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
 from labkit import hardware
@@ -308,7 +310,24 @@ def _attach_lora(
         init_lora_weights=init_lora_weights,  # type: ignore[arg-type]  # peft checks the name
         use_rslora=use_rslora, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config), tuple(targets)
+    return peft_model(model, config), tuple(targets)
+
+
+@contextlib.contextmanager
+def without_checkpointing_deprecation() -> Iterator[None]:
+    """No FutureWarning for transformers 5's deprecated `is_gradient_checkpointing`, which peft 0.21
+    reads whenever it wraps a model and TRL 1.16 at every DPO step: it is about their code, and there
+    is nothing for the user to change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+def peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "default") -> PeftModel:
+    """peft's get_peft_model, without the deprecation warning above."""
+    with without_checkpointing_deprecation():
+        return get_peft_model(model, config, adapter_name=adapter_name)  # type: ignore[arg-type]
 
 
 def _colliding_head_names(model: nn.Module, targets: Sequence[str]) -> list[str] | None:

@@ -117,3 +117,15 @@ def test_the_reward_model_keeps_the_lms_weights() -> None:
     scorer = reward_model_from(model)
     assert torch.equal(scorer.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
     assert scorer.score.weight.shape == (1, model.config.hidden_size)
+
+
+def test_a_quiet_run_prints_no_bars_or_deprecations_and_restores_the_bars() -> None:
+    import warnings
+
+    import datasets
+
+    assert datasets.is_progress_bar_enabled()
+    with warnings.catch_warnings(record=True) as caught:
+        train_preference(tiny_llama(), tiny_tokenizer(), PAIRS, config(stage="dpo", progress=False))
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+    assert datasets.is_progress_bar_enabled()  # switched off for the run only

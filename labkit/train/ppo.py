@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel
 from torch import nn
 
 from labkit import hardware
-from labkit.adapters import find_all_linear_modules
+from labkit.adapters import find_all_linear_modules, peft_model
 from labkit.chat import CausalLM, Messages, generation_config, pad_token_id, prompt_batch, stop_ids
 from labkit.config import option, require
 
@@ -145,8 +145,8 @@ class SharedRoles:
                              "same model (e.g. the SFT model that PPO starts from)")
         state, self.score_head, reward_config = reward_adapter(reward_model)
         with hardware.seeded(config.seed):
-            self.model = get_peft_model(model, _lora(model, config.lora_rank, config.lora_alpha),
-                                        adapter_name="policy")
+            self.model = peft_model(model, _lora(model, config.lora_rank, config.lora_alpha),
+                                    adapter_name="policy")
         self.model.add_adapter("reward", LoraConfig(**{**reward_config.to_dict(), "task_type": "CAUSAL_LM",
                                                        "modules_to_save": None}))
         mine = self.model.state_dict()
@@ -198,7 +198,7 @@ class SeparateRoles:
         _, self.score_head, _ = reward_adapter(reward_model)
         self.reward_model = copy.deepcopy(reward_model).merge_and_unload().requires_grad_(False)
         with hardware.seeded(config.seed):
-            self.model = get_peft_model(model, _lora(model, config.lora_rank, config.lora_alpha))
+            self.model = peft_model(model, _lora(model, config.lora_rank, config.lora_alpha))
         self.value_head = _head(model.config.hidden_size, config.seed)
 
     def modules(self) -> nn.ModuleList:

@@ -15,10 +15,11 @@ the same weights with the LoRA adapter switched off, as in LlamaFactory's model 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,7 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit import hardware
-from labkit.adapters import LoraArguments, attach_adapter, find_all_linear_modules
+from labkit.adapters import (
+    LoraArguments,
+    attach_adapter,
+    find_all_linear_modules,
+    peft_model,
+    without_checkpointing_deprecation,
+)
 from labkit.chat import IGNORE, CausalLM
 from labkit.config import option, require, require_choice
 from labkit.worker.formats import Sample
@@ -85,6 +92,8 @@ class PreferenceConfig(LoraArguments):
     per_device_train_batch_size: int = option(8, "pairs (or prompts times generations, GRPO) per step")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
     cutoff_len: int = option(1024, "longest prompt plus answer, in tokens")
+    pref_ftx: float = option(
+        0.0, "DPO: weight of an SFT term (the chosen answers' token NLL) added to the loss; 0: none")
     kto_chosen_weight: float = option(1.0, "KTO: weight of the desirable answers' loss")
     kto_rejected_weight: float = option(1.0, "KTO: weight of the undesirable answers' loss")
     num_generations: int = option(4, "GRPO: answers sampled per prompt, compared within their group")
@@ -98,6 +107,7 @@ class PreferenceConfig(LoraArguments):
         LoraArguments.__post_init__(self)
         require_choice(self, "stage", STAGES)
         require(self.pref_beta > 0, self, "pref_beta", "it must be positive")
+        require(self.pref_ftx >= 0, self, "pref_ftx", "it must be 0 or positive")
         require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
         require(self.max_steps is not None or self.num_train_epochs > 0, self, "num_train_epochs",
                 "set num_train_epochs > 0 or max_steps")
@@ -165,7 +175,7 @@ def train_preference(model: CausalLM, tokenizer: Any, samples: Sequence[Sample],
                                   dropout=config.lora_dropout, target_modules=config.target_modules,
                                   init_lora_weights=config.init_lora_weights, use_rslora=config.use_rslora,
                                   use_dora=config.use_dora, seed=config.seed)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _quiet(config.progress):
         trainer = _trainer(model, tokenizer, rows, config, reward, scratch)
         if not config.progress:  # without a progress bar, transformers prints every log entry instead
             from transformers import PrinterCallback
@@ -178,13 +188,30 @@ def train_preference(model: CausalLM, tokenizer: Any, samples: Sequence[Sample],
     return PreferenceResult(trainer.model, history, trainer.state.global_step, seconds)
 
 
+@contextlib.contextmanager
+def _quiet(progress: bool) -> Iterator[None]:
+    """Without `progress`, no progress bars from 🤗 datasets either (TRL tokenizes and filters the rows
+    with them)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        with without_checkpointing_deprecation():  # TRL's DPO step reads the deprecated name
+            yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def _common(config: PreferenceConfig, out: str) -> dict[str, Any]:
     return dict(output_dir=out, learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
                 max_steps=config.max_steps or -1,
                 per_device_train_batch_size=config.per_device_train_batch_size,
                 gradient_accumulation_steps=config.gradient_accumulation_steps, seed=config.seed,
                 data_seed=config.seed, logging_steps=config.logging_steps, report_to="none",
-                save_strategy="no", gradient_checkpointing=False, dataloader_num_workers=0,
+                save_strategy="no", activation_checkpointing=False, dataloader_num_workers=0,
                 disable_tqdm=not config.progress, **hardware.trainer_precision())
 
 
@@ -197,7 +224,10 @@ def _trainer(model: CausalLM, tokenizer: Any, rows: Any, config: PreferenceConfi
         return trl.RewardTrainer(model=model, args=trl.RewardConfig(**common, max_length=config.cutoff_len),
                                  train_dataset=rows, processing_class=tokenizer)
     if config.stage == "dpo":
-        dpo = trl.DPOConfig(**common, beta=config.pref_beta, max_length=config.cutoff_len)
+        losses: dict[str, Any] = {}
+        if config.pref_ftx:  # TRL's "sft" loss: the chosen answers' mean token NLL
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.pref_ftx]}
+        dpo = trl.DPOConfig(**common, beta=config.pref_beta, max_length=config.cutoff_len, **losses)
         return trl.DPOTrainer(model=model, ref_model=None, args=dpo, train_dataset=rows,
                               processing_class=tokenizer)
     if config.stage == "kto":
@@ -232,7 +262,7 @@ def reward_model_from(model: CausalLM) -> CausalLM:
 
 def _reward_model_with_lora(scorer: CausalLM, config: PreferenceConfig) -> CausalLM:
     """LoRA on the scorer's linear layers; the score head, which starts random, trains in full."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     targets = config.target_modules
     if targets == "all-linear":
@@ -241,4 +271,4 @@ def _reward_model_with_lora(scorer: CausalLM, config: PreferenceConfig) -> Causa
                       target_modules=targets, use_rslora=config.use_rslora, use_dora=config.use_dora,
                       modules_to_save=["score"], task_type="SEQ_CLS")
     with hardware.seeded(config.seed):
-        return get_peft_model(scorer, lora)
+        return peft_model(scorer, lora)
