@@ -250,6 +250,11 @@ def attach_adapter(
         raise ValueError(f"finetuning_type={finetuning_type!r} is not one of {FINETUNING_TYPES} "
                          "(DoRA is finetuning_type='lora' with use_dora=True).")
     _refuse_on_quantized(model, finetuning_type, init_lora_weights)
+    if finetuning_type == "lora" and any(_inside_adapter(name) for name, _ in model.named_modules()):
+        raise ValueError(f"{type(model).__name__} already carries a LoRA adapter, attached in place by an "
+                         "earlier attach_adapter or training stage, and LoRA is not stacked on LoRA: pass a "
+                         "fresh copy (copy.deepcopy before the first stage) or merge the adapter first "
+                         "(model.merge_and_unload()).")
     with hardware.seeded(seed):
         if finetuning_type == "lora":
             model, targets = _attach_lora(model, r=r, alpha=alpha, dropout=dropout,

@@ -73,6 +73,14 @@ def test_lora_trains_only_the_adapters_on_every_linear_layer_but_the_head() -> N
     assert "(" in str(summary) and f"{expected:,}" in str(summary)
 
 
+def test_a_second_lora_on_the_same_model_says_how_to_start_afresh() -> None:
+    model, _ = attach_adapter(tiny_llama(), "lora", r=4, alpha=8)  # as a first training stage leaves it
+    with pytest.raises(ValueError, match=r"already carries a LoRA adapter.*copy.deepcopy.*merge_and_unload"):
+        attach_adapter(model, "lora", r=4, alpha=8)
+    merged, _ = attach_adapter(model.merge_and_unload(), "lora", r=4, alpha=8)  # the named way out works
+    assert any(".lora_A." in n for n, _ in merged.named_parameters())
+
+
 def test_dora_adds_a_magnitude_per_output_feature() -> None:
     lora = attach_adapter(tiny_llama(), "lora", r=4)[1]
     model, dora = attach_adapter(tiny_llama(), "lora", r=4, use_dora=True)
