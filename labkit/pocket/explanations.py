@@ -158,8 +158,8 @@ def mean_faithfulness(answers: list[str], held: HeldOut) -> dict[str, float]:
 
 def own_mistakes(model: Any, tokenizer: Any, patients: HeldOut, n: int) -> list[Sample]:
     """Preference pairs from the model's own mistakes, as RLHF collects them: up to n of its greedy
-    explanations of `patients` that cite a rule the record lacks (rejected), each against the
-    faithful explanation (chosen)."""
+    explanations of `patients` that are not faithful (precision below 1: a rule the record lacks, or
+    "no finding" where one holds) as the rejected answers, each against the faithful one (chosen)."""
     pairs: list[Sample] = []
     for prompt, record, answer in zip(patients.prompts, patients.records,
                                       explain(model, tokenizer, patients.prompts), strict=True):

@@ -4,13 +4,17 @@ The objectives, as the lesson derives them (a policy pi, a frozen reference pi_r
 
     reward model   -log sigma(r(x, y_w) - r(x, y_l))                       (Bradley-Terry)
     DPO            -log sigma(beta [log pi(y_w|x)/pi_ref(y_w|x) - log pi(y_l|x)/pi_ref(y_l|x)])
-    KTO            w_y (1 - sigma(beta (log pi(y|x) - log pi_ref(y|x)) -/+ z0)), z0 a KL estimate
-    GRPO           generate k answers per prompt, reward each, advantage = reward - the group's mean
+    KTO            w_y (1 - sigma(+/-beta (log pi(y|x)/pi_ref(y|x) - z0))), + for a desirable answer,
+                   - for an undesirable one; z0 a KL estimate (TRL clamps it at 0)
+    GRPO           generate k answers per prompt, reward each,
+                   advantage = (reward - the group's mean) / (the group's std + 1e-4)
+    DPO + pref_ftx the DPO loss + pref_ftx * the chosen answers' mean token NLL (TRL's "sft" loss)
 
 `sequence_logps` and `dpo_loss` compute DPO from scratch (checked against TRL's trainer in the
 tests); `train_preference` runs a stage through TRL 1.16 with the kit's LoRA and its dtype rule
-(fp32 on a CPU: TRL's configs default to bf16). The reference model is never a second copy: it is
-the same weights with the LoRA adapter switched off, as in LlamaFactory's model sharing.
+(fp32 on a CPU: TRL's configs default to bf16). The reference model is never a second copy of the
+weights: TRL keeps a frozen copy of the LoRA adapter as it starts (B = 0), which computes what the
+model does with the adapter switched off, as in LlamaFactory's model sharing.
 """
 
 from __future__ import annotations

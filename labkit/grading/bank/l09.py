@@ -133,7 +133,8 @@ EXERCISES = [
         task="group_advantages(rewards, group_size) -> list[float]: GRPO's advantages; rewards holds "
              "consecutive groups of group_size answers to one prompt; each answer's advantage is "
              "(reward - its group's mean) / (its group's sample standard deviation + 1e-4), the "
-             "standard deviation with Bessel's correction (divide by n - 1), as TRL computes it.",
+             "standard deviation with Bessel's correction (divide by n - 1), as TRL computes it; one "
+             "flat list, in the order of rewards.",
         reference=group_advantages,
         examples=(case([1.0, 0.0, 0.0, 1.0], 2), case([0.0, 1.0, 1.0, 1.0], 4)),
         hidden=_hidden_groups,
@@ -144,7 +145,7 @@ EXERCISES = [
         task="kl_penalized_rewards(logps, ref_logps, scores, mask, kl_coef) -> batch x tokens rewards: "
              "PPO's per-token reward; each answer token pays -kl_coef * (logps - ref_logps); the reward "
              "model's score is added on the answer's last token (the last 1 of its mask row); tokens "
-             "after the answer (mask 0) get 0.",
+             "after the answer (mask 0) get 0. Every answer has at least one token.",
         reference=kl_penalized_rewards,
         examples=(case([[-1.0, -2.0, -3.0]], [[-1.5, -2.0, -1.0]], [2.0], [[1, 1, 0]], 0.5),),
         hidden=_hidden_kl,
