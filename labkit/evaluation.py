@@ -125,13 +125,13 @@ def rule_question(record: dict[str, Any], task: str, rng: np.random.Generator, o
     """The record and "which one finding points to the condition?": the right option is the
     strongest rule that holds, the others rules that do not hold (drawn by rng, as is the right
     option's place). None when no rule holds, or too few do not."""
-    from labkit.pocket.corpus import fired_rules
+    from labkit.pocket.corpus import citable_rules, fired_rules
     from labkit.pocket.knowledge import load_knowledge
 
     knowledge = load_knowledge(task)
-    plain = [r for r in knowledge.rules if r.weight > 0 and r.linear is None and not r.log]  # as fired_rules
+    citable = citable_rules(knowledge)
     holding = fired_rules(record, knowledge)
-    wrong = [r for r in plain if r not in holding]
+    wrong = [r for r in citable if r not in holding]
     if not holding or len(wrong) < options - 1:
         return None
     choices = [wrong[i].text for i in rng.choice(len(wrong), size=options - 1, replace=False)]

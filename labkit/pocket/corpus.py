@@ -243,11 +243,16 @@ def abstract_examples(n: int, rng: np.random.Generator, answer_weight: float = 5
     return out
 
 
+def citable_rules(knowledge: TaskKnowledge) -> list[Rule]:
+    """The rules an explanation can name: threshold and code rules that raise the risk (a linear or
+    logarithmic term is not a finding a record shows or lacks)."""
+    return [r for r in knowledge.rules if r.linear is None and not r.log and r.weight > 0]
+
+
 def fired_rules(record: dict[str, Any], knowledge: TaskKnowledge) -> list[Rule]:
-    """The threshold and code rules that hold for a record and raise the risk, strongest first."""
+    """The citable rules that hold for a record, strongest first."""
     values = knowledge.values(record)
-    fired = [r for r in knowledge.rules if r.linear is None and not r.log and r.weight > 0
-             and r.contribution(values.get(r.feature)) > 0]
+    fired = [r for r in citable_rules(knowledge) if r.contribution(values.get(r.feature)) > 0]
     return sorted(fired, key=lambda r: -r.weight)
 
 

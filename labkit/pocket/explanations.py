@@ -22,7 +22,7 @@ import numpy as np
 
 from labkit import prompts
 from labkit.data import SCHEMAS, load, to_text
-from labkit.pocket.corpus import explanation, fired_rules, no_findings
+from labkit.pocket.corpus import citable_rules, explanation, fired_rules, no_findings
 from labkit.pocket.knowledge import Rule, TaskKnowledge, load_knowledge
 from labkit.pocket.patients import sample_patients
 from labkit.worker.formats import Sample
@@ -35,8 +35,8 @@ def unfaithful_explanation(record: dict[str, Any], knowledge: TaskKnowledge, rng
     (in place of the weakest when four already hold), in the order of weight the corpus taught."""
     holding = fired_rules(record, knowledge)
     fired = holding[:MOST]
-    plain = [r for r in knowledge.rules if r.weight > 0 and r.linear is None and not r.log]  # as fired_rules
-    absent = [r for r in plain if r not in holding]  # a fifth rule that holds would be no mistake
+    citable = citable_rules(knowledge)
+    absent = [r for r in citable if r not in holding]  # a fifth rule that holds would be no mistake
     invented = [absent[i] for i in rng.choice(len(absent), size=min(len(absent), int(rng.integers(1, 3))),
                                               replace=False)]
     cited = sorted(fired[:MOST - len(invented)] + invented, key=lambda r: -r.weight)
