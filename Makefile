@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: run test lint course lab build doctor clean
+.PHONY: run test lint chromium course lab build doctor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,26 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the SERVAL loop on the five SERVAL tables and the neoplasm text task (resumes)
 	$(BIN)/labkit serval
 
-test: lint  ## lint and types of labkit/, then every test: package, datasets, notebooks, grading
+test: lint chromium  ## lint and types of labkit/, then every test: package, datasets, notebooks, grading, browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)  ## ruff (style, imports, function size) and mypy on labkit/; fails on any finding
 	$(BIN)/ruff check labkit
 	$(BIN)/mypy labkit
+
+# The browser tests (tests/browser.py) drive Debian's Chromium: Playwright's own browser download is
+# not reachable from CI. When `chromium` is missing, apt installs it (root only), refreshing the
+# package lists only if the install fails without them (a bare image has none).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make: the browser tests need Chromium on PATH as" \
+	    "\`chromium\`; there is no apt-get here to install it: use this system's package manager" >&2; exit 1; }; \
+	  [ "$$(id -u)" = 0 ] || { echo "make: the browser tests need Debian's chromium;" \
+	    "install it as root: sudo apt-get install -y chromium (or run make test as root)" >&2; exit 1; }; \
+	  echo "apt-get install chromium (the browser tests drive it)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends chromium \
+	    || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; }
 
 course: $(STAMP)  ## run every notebook headless in fast mode into runs/ and print a table
 	$(BIN)/labkit course run

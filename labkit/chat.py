@@ -96,6 +96,27 @@ def prompt_batch(tokenizer: Any, conversations: Sequence[Messages], device: torc
     return ids, mask, cut
 
 
+def generate_replies(model: Any, tokenizer: Any, conversations: Sequence[Messages], max_new_tokens: int = 100,
+                     batch_size: int = 32) -> list[str]:
+    """The model's greedy replies to conversations (each ends with a user turn), decoded without
+    special tokens and stripped; the model is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    greedy = generation_config(model, tokenizer, max_new_tokens, 0.0)
+    replies: list[str] = []
+    try:
+        for start in range(0, len(conversations), batch_size):
+            ids, mask, _ = prompt_batch(tokenizer, conversations[start:start + batch_size], device)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
+            texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            replies += [t.strip() for t in texts]
+    finally:
+        model.train(was_training)
+    return replies
+
+
 def stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     """The ids that end generation: the model's generation_config.eos_token_id (one id or a list),
     else the tokenizer's end token."""

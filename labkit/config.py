@@ -99,7 +99,7 @@ def _maybe_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _flag_options(name: str, kind: Any, default: Any) -> dict[str, Any]:
+def flag_options(name: str, kind: Any, default: Any) -> dict[str, Any]:
     """argparse keyword arguments for one field of type `kind`."""
     inner, optional = _optional(kind)
     origin = typing.get_origin(inner)
@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type,
         shown = f" (default: {default})" if not isinstance(default, bool) or default else ""
         group.add_argument(*names, dest=f.name, default=default,
                            help=f.metadata.get("help", "") + shown,
-                           **_flag_options(f.name, hints[f.name], default))
+                           **flag_options(f.name, hints[f.name], default))
 
 
 def from_arguments(config_type: type[T], namespace: argparse.Namespace) -> T:
@@ -186,3 +186,11 @@ def read_yaml(path: Path, known: Iterable[str], presets: Iterable[str] = ()) -> 
     if unknown:
         raise SystemExit(f"{path}: unknown setting(s) {unknown}; known: {sorted(names)}")
     return values
+
+
+def write_yaml(config: object, path: Path, header: str = "") -> Path:
+    """The config's settings (settings(config): bookkeeping left out) as a YAML file that
+    `--config FILE` reads back; `header` becomes its leading comment."""
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    Path(path).write_text(comment + yaml.safe_dump(settings(config), sort_keys=False), encoding="utf-8")
+    return Path(path)

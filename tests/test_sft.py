@@ -10,7 +10,7 @@ from tiny_models import SPECIALS, WORDS, tiny_tokenizer  # tests/ is on sys.path
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from labkit.adapters import attach_adapter
-from labkit.train import SFTConfig, StepInfo, train_sft
+from labkit.train import SFTConfig, StepInfo, StopTraining, train_sft
 from labkit import chat
 from labkit.train.data import (
     IGNORE,
@@ -239,6 +239,25 @@ def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tmp_pa
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
     assert resumed.history == full.history
     assert resumed.checkpoint == tmp_path / "b" / "checkpoint-7"
+
+
+def test_a_stop_ends_the_run_with_a_checkpoint_that_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    settings = dict(lora_dropout=0.1, max_steps=6, per_device_train_batch_size=3)
+    full = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "a", **settings))
+    seen: list[int] = []
+
+    def stop_at_3(info: StepInfo) -> None:
+        if info.step == 3:
+            raise StopTraining
+
+    stopped = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "b", **settings),
+                        callbacks=[stop_at_3, lambda info: seen.append(info.step)])
+    assert stopped.stopped and stopped.steps == 3 and seen == [1, 2, 3]  # the next callback saw step 3
+    assert stopped.checkpoint == tmp_path / "b" / "checkpoint-3" and stopped.checkpoint.is_dir()
+    resumed = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "b", **settings), resume=True)
+    assert resumed.resumed_from == 3 and not resumed.stopped
+    a, b = adapter_weights(full.model), adapter_weights(resumed.model)
+    assert all(torch.allclose(a[k], b[k]) for k in a)
 
 
 def test_resuming_a_finished_run_trains_nothing_and_returns_its_weights(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@
     labkit pretrain               rebuild the pocket LLM from scratch
     labkit serve                  an OpenAI-compatible server over a local model
     labkit serval                 the SERVAL loop on the embedded default
+    labkit train                  supervised fine-tuning on (prompt, answer) pairs (the LabBoard's run)
 
 `labkit COMMAND --help` lists a command's options; `labkit pretrain` and `labkit serval` take every
 field of their config as a flag, and `--config FILE.yaml` for a file of them. Argument parsing and
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "labkit.commands.pretrain",
     "serve": "labkit.commands.serve",
     "serval": "labkit.commands.serval",
+    "train": "labkit.commands.train",
 }
 
 

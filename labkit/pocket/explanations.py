@@ -125,26 +125,10 @@ def faithfulness(answer: str, record: dict[str, Any], knowledge: TaskKnowledge) 
 def explain(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int = 100,
             batch_size: int = 32) -> list[str]:
     """The model's greedy answers to explain prompts (one user turn each), decoded without special tokens."""
-    import torch
+    from labkit.chat import generate_replies
 
-    from labkit.chat import generation_config, prompt_batch
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    greedy = generation_config(model, tokenizer, max_new_tokens, 0.0)
-    answers: list[str] = []
-    try:
-        for start in range(0, len(questions), batch_size):
-            conversations = [[{"role": "user", "content": q}] for q in questions[start:start + batch_size]]
-            ids, mask, _ = prompt_batch(tokenizer, conversations, device)
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
-            texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
-            answers += [t.strip() for t in texts]
-    finally:
-        model.train(was_training)
-    return answers
+    return generate_replies(model, tokenizer, [[{"role": "user", "content": q}] for q in questions],
+                            max_new_tokens, batch_size)
 
 
 def mean_faithfulness(answers: list[str], held: HeldOut) -> dict[str, float]:

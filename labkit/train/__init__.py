@@ -3,6 +3,6 @@
 SFT on (prompt, answer) pairs: `train_sft(model, tokenizer, pairs, SFTConfig(...))`.
 """
 
-from labkit.train.sft import SFTConfig, SFTResult, StepInfo, train_sft
+from labkit.train.sft import SFTConfig, SFTResult, StepInfo, StopTraining, train_sft
 
-__all__ = ["SFTConfig", "SFTResult", "StepInfo", "train_sft"]
+__all__ = ["SFTConfig", "SFTResult", "StepInfo", "StopTraining", "train_sft"]

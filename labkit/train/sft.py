@@ -53,7 +53,7 @@ from labkit.adapters import (
 )
 from labkit.chat import IGNORE, check_template, pad_token_id
 from labkit.config import option, require, require_choice, settings
-from labkit.loader import QuantizationType, enable_gradient_checkpointing
+from labkit.loader import QuantizationType, enable_gradient_checkpointing, load_model, load_tokenizer
 from labkit.train import checkpoint
 from labkit.train.data import (
     Conversation,
@@ -186,6 +186,13 @@ class StepInfo:
     total_steps: int
     loss: float
     learning_rate: float
+    tokens_per_second: float = math.nan  # over this call's steps so far
+    peak_memory_mib: float = math.nan  # SFTResult.memory_kind says which memory
+
+
+class StopTraining(Exception):  # named for what the callback asks, as transformers' should_training_stop
+    """Raised by a callback to end the run after this step: train_sft writes a checkpoint there (when it
+    has an output_dir) and returns normally, with SFTResult.stopped set; resume=True continues it."""
 
 
 @dataclass
@@ -207,11 +214,21 @@ class SFTResult:
     resumed_from: int  # the checkpoint step this call started from (0: a fresh run)
     loss_path: str  # "answer-only head" or "full forward" (see the module docstring)
     checkpoint: Path | None = None
+    stopped: bool = False  # a callback raised StopTraining before the last step
 
     def summary(self) -> str:
         return (f"{self.steps} steps, loss {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s, "
                 f"{self.seconds:.1f} s, {self.memory_kind} {self.peak_memory_mib:,.0f} MiB, "
                 f"{self.examples} examples ({self.truncated} truncated); {self.trainable}")
+
+
+def load_for_sft(model_name_or_path: str | Path | None, config: SFTConfig) -> tuple[nn.Module, Any]:
+    """The model and tokenizer a run of `config` trains: quantized as config.quantization_bit says
+    (QLoRA), else at the kit's dtype. The LabBoard and `labkit train` both load through here."""
+    model = load_model(model_name_or_path, quantization=config.quantization_bit,
+                       quantization_type=config.quantization_type,
+                       double_quantization=config.double_quantization)
+    return model, load_tokenizer(model_name_or_path)
 
 
 def _warn_of_template_problems(model: nn.Module, tokenizer: Any, conversation: Conversation) -> None:
@@ -236,7 +253,8 @@ def train_sft(
     `examples`: (prompt, answer) tuples or mappings with 'prompt' and 'answer'. The adapter comes
     from config.finetuning_type through labkit.adapters. `resume=True` continues from the newest checkpoint
     in config.output_dir (or starts fresh when there is none); a path names one checkpoint.
-    Callbacks run after each optimizer step; an exception in one stops the run (checkpoints stay).
+    Callbacks run after each optimizer step; one that raises StopTraining ends the run there with a
+    checkpoint (the LabBoard's stop button); any other exception stops it too (checkpoints so far stay).
     """
     config = config or SFTConfig()
     data = encode(tokenizer, examples, config.cutoff_len, config.system,
@@ -265,7 +283,7 @@ def train_sft(
     meter = _Meter(device)
     resumed_from, losses = state["step"], state["pending"]
     bar = tqdm(total=total, initial=resumed_from, desc="SFT", unit="step", disable=not config.progress)
-    saved = start
+    saved, stopped = start, False
     model.train()
     for step in range(resumed_from + 1, total + 1):
         loss = _optimizer_step(loss_fn, batches, step, optimizer, meter=meter, config=config)
@@ -277,12 +295,14 @@ def train_sft(
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{meter.tokens_per_second():,.0f}")
             losses.clear()
         bar.update(1)
-        due = step == total or (config.save_steps > 0 and step % config.save_steps == 0)
+        stopped = _run_callbacks(callbacks, StepInfo(step, total, loss, optimizer.learning_rate,
+                                                     meter.tokens_per_second(), meter.peak_memory_mib()))
+        due = step == total or stopped or (config.save_steps > 0 and step % config.save_steps == 0)
         if output_dir is not None and due:
             saved = checkpoint.save(output_dir, step, model, {**state, **optimizer.state_dict()},
                                     keep=config.save_total_limit)
-        for callback in callbacks:
-            callback(StepInfo(step, total, loss, optimizer.learning_rate))
+        if stopped:
+            break
     bar.close()
     model.eval()
     return SFTResult(
@@ -290,8 +310,20 @@ def train_sft(
         history=state["history"], seconds=meter.seconds, tokens=meter.tokens,
         tokens_per_second=meter.tokens_per_second(), peak_memory_mib=meter.peak_memory_mib(),
         memory_kind=meter.memory_kind, examples=len(data.examples), truncated=data.truncated,
-        resumed_from=resumed_from, loss_path=loss_fn.path, checkpoint=saved,
+        resumed_from=resumed_from, loss_path=loss_fn.path, checkpoint=saved, stopped=stopped and step < total,
     )
+
+
+def _run_callbacks(callbacks: Sequence[Callable[[StepInfo], None]], info: StepInfo) -> bool:
+    """Every callback sees the step (a stop asked by one does not hide it from the next); True when
+    one raised StopTraining. Any other exception ends the run, checkpoints so far kept."""
+    stop = False
+    for callback in callbacks:
+        try:
+            callback(info)
+        except StopTraining:
+            stop = True
+    return stop
 
 
 @dataclass
