@@ -178,7 +178,7 @@ class LabBoard:
         """labkit.evaluation.compare of the base model and the trained one (when there is one)."""
         from labkit.evaluation import Suite, compare
 
-        suite = suite or Suite(task=self._task(), fast=True)
+        suite = suite or Suite(task=self._task(), fast=True, threads=1, progress=False)
         models = {"base": self._base_model()}
         if self.trained is not None:
             models["trained"] = self.trained

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +205,174 @@ def _kl_on_the_padding_too(logps, ref_logps, scores, mask, kl_coef):
     return rewards.tolist()
 
 
+def _pick_per_token(token_logprobs, options):
+    sums = [sum(t) for t in token_logprobs]
+    means = [sum(t) / len(t) for t in token_logprobs]  # normalized by tokens, not characters
+    return [int(np.argmax(sums)), int(np.argmax(means))]
+
+
+def _pick_per_word(token_logprobs, options):
+    sums = [sum(t) for t in token_logprobs]
+    per_word = [s / max(len(o.split()), 1) for s, o in zip(sums, options, strict=True)]
+    return [int(np.argmax(sums)), int(np.argmax(per_word))]
+
+
+def _pick_ties_last(token_logprobs, options):
+    sums = [sum(t) for t in token_logprobs]
+    per_char = [s / max(len(o), 1) for s, o in zip(sums, options, strict=True)]
+    return [max(range(len(v)), key=lambda i, v=v: (v[i], i)) for v in (sums, per_char)]  # ties: the last
+
+
+def _lcs(a, b):
+    row = [0] * (len(b) + 1)
+    for x in a:
+        previous, row = row, [0]
+        for j, y in enumerate(b):
+            row.append(previous[j] + 1 if x == y else max(previous[j + 1], row[j]))
+    return row[-1]
+
+
+def _rouge_words(text):
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def _f(overlap, n_candidate, n_reference):
+    return 2 * overlap / (n_candidate + n_reference) if overlap else 0.0
+
+
+def _rouge_recall(candidate, reference):
+    a, b = _rouge_words(candidate), _rouge_words(reference)
+    return _lcs(a, b) / len(b) if a and b else 0.0
+
+
+def _rouge_precision(candidate, reference):
+    a, b = _rouge_words(candidate), _rouge_words(reference)
+    return _lcs(a, b) / len(a) if a and b else 0.0
+
+
+def _rouge_whitespace_split(candidate, reference):
+    a, b = candidate.split(), reference.split()  # neither lower case nor punctuation removed
+    return _f(_lcs(a, b), len(a), len(b)) if a and b else 0.0
+
+
+def _rouge_lower_whitespace_split(candidate, reference):
+    a, b = candidate.lower().split(), reference.lower().split()  # "high." is not "high"
+    return _f(_lcs(a, b), len(a), len(b)) if a and b else 0.0
+
+
+def _rouge_unigram_overlap(candidate, reference):
+    a, b = _rouge_words(candidate), _rouge_words(reference)  # ROUGE-1: word order ignored
+    overlap = sum(min(a.count(w), b.count(w)) for w in set(a))
+    return _f(overlap, len(a), len(b)) if a and b else 0.0
+
+
+def _rouge_set_overlap(candidate, reference):
+    a, b = _rouge_words(candidate), _rouge_words(reference)
+    return _f(len(set(a) & set(b)), len(a), len(b)) if a and b else 0.0
+
+
+def _rouge_longest_common_substring(candidate, reference):
+    a, b = _rouge_words(candidate), _rouge_words(reference)
+    longest, run = 0, [0] * (len(b) + 1)  # run[j + 1]: the common run of words ending at b[j]
+    for x in a:
+        run = [0] + [run[j] + 1 if x == y else 0 for j, y in enumerate(b)]
+        longest = max(longest, *run)
+    return _f(longest, len(a), len(b)) if a and b else 0.0
+
+
+def _rouge_stemmed(candidate, reference):
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], use_stemmer=True).score(reference, candidate)["rougeL"].fmeasure
+
+
+def _bleu_counts(candidates, references, max_n, clip=True, split=str.split):
+    """Matches and candidate n-grams of each order over the corpus, and the lengths c and r."""
+    matches, totals, c, r = [0] * max_n, [0] * max_n, 0, 0
+    for candidate, reference in zip(candidates, references, strict=True):
+        a, b = split(candidate), split(reference)
+        c, r = c + len(a), r + len(b)
+        for n in range(1, max_n + 1):
+            mine = Counter(tuple(a[i:i + n]) for i in range(len(a) - n + 1))
+            theirs = Counter(tuple(b[i:i + n]) for i in range(len(b) - n + 1))
+            totals[n - 1] += sum(mine.values())
+            matches[n - 1] += sum(min(k, theirs[g]) if clip else k * (g in theirs) for g, k in mine.items())
+    return matches, totals, c, r
+
+
+def _bleu_from(matches, totals, c, r, mean="geometric", penalty="short"):
+    """BLEU from the counts, 0 where it is undefined (a student's guards: no crash on any case)."""
+    if not c or not all(totals):
+        return 0.0
+    precisions = [m / t for m, t in zip(matches, totals, strict=True)]
+    if mean == "geometric":
+        score = math.exp(sum(math.log(p) for p in precisions) / len(precisions)) if all(precisions) else 0.0
+    else:
+        score = sum(precisions) / len(precisions)
+    if penalty == "always" or (penalty == "short" and c < r):
+        score *= math.exp(1 - r / c)
+    return score
+
+
+def _bleu_unclipped(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n, clip=False))
+
+
+def _bleu_mean_of_sentences(candidates, references, max_n=4):
+    pairs = zip(candidates, references, strict=True)
+    return float(np.mean([_bleu_from(*_bleu_counts([c], [r], max_n)) for c, r in pairs]))
+
+
+def _bleu_without_brevity_penalty(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n), penalty="never")
+
+
+def _bleu_arithmetic_mean(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n), mean="arithmetic")
+
+
+def _bleu_penalty_when_longer_too(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n), penalty="always")
+
+
+def _bleu_up_to_bigrams(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, 2))  # max_n read as 2 whatever it is
+
+
+def _bleu_always_four(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, 4))  # max_n ignored
+
+
+def _bleu_lower_case(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n, split=lambda s: s.lower().split()))
+
+
+def _bleu_split_on_spaces(candidates, references, max_n=4):
+    return _bleu_from(*_bleu_counts(candidates, references, max_n, split=lambda s: s.split(" ")))
+
+
+def _bleu_clipped_by_the_whole_corpus(candidates, references, max_n=4):
+    """n-grams pooled over all candidates and all references: a word matches another line's reference."""
+    matches, totals = [], []
+    for n in range(1, max_n + 1):
+        mine, theirs = Counter(), Counter()
+        for text, pool in [(c, mine) for c in candidates] + [(r, theirs) for r in references]:
+            words = text.split()
+            pool.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        totals.append(sum(mine.values()))
+        matches.append(sum((mine & theirs).values()))
+    c, r = sum(len(t.split()) for t in candidates), sum(len(t.split()) for t in references)
+    return _bleu_from(matches, totals, c, r)
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
+    "10.pick": [_pick_per_token, _pick_per_word, _pick_ties_last],
+    "10.rouge_l": [_rouge_recall, _rouge_precision, _rouge_whitespace_split, _rouge_lower_whitespace_split,
+                   _rouge_unigram_overlap, _rouge_set_overlap, _rouge_longest_common_substring,
+                   _rouge_stemmed],
+    "10.bleu": [_bleu_unclipped, _bleu_mean_of_sentences, _bleu_without_brevity_penalty,
+                _bleu_arithmetic_mean, _bleu_penalty_when_longer_too, _bleu_up_to_bigrams, _bleu_always_four,
+                _bleu_lower_case, _bleu_split_on_spaces, _bleu_clipped_by_the_whole_corpus],
     "09.bradley_terry": [_bt_without_the_minus, _bt_summed],
     "09.dpo": [_dpo_without_reference, _dpo_beta_outside],
     "09.group": [_groups_population_std, _groups_over_the_batch],
