@@ -8,8 +8,9 @@ The board holds no logic of its own. Configure spells a model name, a data sourc
 calls labkit.train.sft.train_sft in a thread, so the notebook stays usable, and its Stop button asks
 train_sft to end after the step it is on (StopTraining), with a checkpoint that Resume continues;
 Chat generates with labkit.chat; Evaluate calls labkit.evaluation.compare on the base and the
-trained model; Export writes the LlamaFactory job (labkit.llamafactory.export_llamafactory) and the
-kit's own YAML and data for `labkit train`, which trains the same weights (tests/test_board.py).
+trained model, in a thread too (one job at a time); Export writes the LlamaFactory job
+(labkit.llamafactory.export_llamafactory) and the kit's own YAML and data for `labkit train`, which
+trains the same weights (tests/test_board.py).
 The same calls work without a browser: `board.config()`, `board.start()`, `board.join()`.
 """
 
@@ -141,24 +142,20 @@ class LabBoard:
 
     def start(self, resume: bool = False) -> threading.Thread:
         """Train in a thread with the current settings (a fresh run folder; resume: the last one)."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("a run is in progress: stop it or wait for it (board.join())")
+        self._require_idle()
         settings = self.config()
         if not resume or self.run_dir is None:
             self.run_dir = self._fresh_run_dir()
         settings.output_dir = self.run_dir
         self._stop.clear()
-        self.error = None
-        self._thread = threading.Thread(target=self._train, args=(settings, resume), daemon=True)
-        self._thread.start()
-        return self._thread
+        return self._in_background(lambda: self._train(settings, resume))
 
     def stop(self) -> None:
         """Ask the run to end after its current step, with a checkpoint."""
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the run; raise what it raised."""
+        """Wait for the run or the evaluation in progress; raise what it raised."""
         if self._thread is not None:
             self._thread.join(timeout)
         if self.error is not None:
@@ -203,7 +200,20 @@ class LabBoard:
         return {"llamafactory_yaml": job.paths[0], "kit_yaml": kit_yaml, "data": data,
                 "commands": out / "commands.sh"}
 
-    # --- the run -------------------------------------------------------------------------------
+    # --- the background jobs: a run, an evaluation ------------------------------------------------
+
+    def _require_idle(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the board is busy with a run or an evaluation: stop it or wait for it "
+                               "(board.join())")
+
+    def _in_background(self, job: Callable[[], None]) -> threading.Thread:
+        """One job at a time, in a thread: the notebook stays usable while it runs."""
+        self._require_idle()
+        self.error = None
+        self._thread = threading.Thread(target=job, daemon=True)
+        self._thread.start()
+        return self._thread
 
     def _fresh_run_dir(self) -> Path:
         taken = {p.name for p in self.output_dir.glob("run-*")} if self.output_dir.is_dir() else set()
@@ -239,7 +249,7 @@ class LabBoard:
             raise StopTraining
 
     def _set_running(self, running: bool, message: str) -> None:
-        self.train_button.disabled = self.resume_button.disabled = running
+        self.train_button.disabled = self.resume_button.disabled = self.evaluate_button.disabled = running
         self.stop_button.disabled = not running
         self.status.value = message
         if not running:
@@ -249,7 +259,7 @@ class LabBoard:
         return self.trained if self.trained is not None else self._base_model()
 
     def _base_model(self) -> Any:
-        """The untrained model (loaded once per model name) and its tokenizer."""
+        """The untrained model, loaded once per model name (self.tokenizer with it)."""
         name = self.model_name.value
         if self._base is None or self._base[0] != name:
             model, self.tokenizer = load_for_sft(name, self.config())
@@ -309,8 +319,18 @@ class LabBoard:
             for m in self._messages)
 
     def _show_evaluation(self) -> None:
+        self._in_background(self._evaluation_job)
+
+    def _evaluation_job(self) -> None:
+        self.evaluate_button.disabled = True
         self.evaluation.value = "evaluating ..."
-        self.evaluation.value = self.evaluate().to_html(float_format=lambda v: f"{v:.3f}")
+        try:
+            self.evaluation.value = self.evaluate().to_html(float_format=lambda v: f"{v:.3f}")
+        except Exception as err:  # shown on the board and raised again by join()
+            self.error = err
+            self.evaluation.value = f'<span style="color:#b00">{html.escape(str(err))}</span>'
+        finally:
+            self.evaluate_button.disabled = False
 
     def _show_export(self) -> None:
         files = self.export()

@@ -80,6 +80,17 @@ def test_stop_keeps_a_checkpoint_and_resume_finishes_the_run(tmp_path: Path) -> 
     assert board.resume_button.disabled
 
 
+def test_evaluate_runs_in_the_background_one_job_at_a_time(tmp_path: Path) -> None:
+    board = small_board(tmp_path)
+    board.evaluate_button.click()
+    board.train_button.click()  # while the evaluation runs: refused, and said
+    assert "busy" in board.status.value and board.run_dir is None
+    board.join()
+    table = board.evaluation.value
+    assert "<table" in table and "multiple_choice" in table and ">base<" in table and "trained" not in table
+    assert not board.evaluate_button.disabled
+
+
 def test_bad_settings_are_shown_on_the_board_not_lost(tmp_path: Path) -> None:
     board = small_board(tmp_path)
     board.fields["learning_rate"].value = "-1"
