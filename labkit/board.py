@@ -98,13 +98,13 @@ class LabBoard:
 
     def __init__(self, model: str = "pocket", data: str = "explanations:pima", examples: int = 32,
                  config: SFTConfig | None = None, output_dir: str | Path = "runs/board") -> None:
-        from labkit.pocket.knowledge import knowledge_tasks
+        from labkit.evaluation import table_tasks
 
         start = config or SFTConfig()
         self.output_dir = Path(output_dir)
         self.model_name = widgets.Text(value=model, description="model",
                                        tooltip="a model folder, a hub id, or pocket")
-        self.data = widgets.Combobox(value=data, options=[EXPLANATIONS + t for t in knowledge_tasks()],
+        self.data = widgets.Combobox(value=data, options=[EXPLANATIONS + t for t in table_tasks()],
                                      description="data", tooltip="explanations:TASK or a JSON Lines file")
         self.examples = widgets.IntText(value=examples, description="examples")
         self.fields = {name: field_widget(SFTConfig, name) for name in FIELDS}
