@@ -241,6 +241,13 @@ def test_resume_after_an_interruption_ends_with_the_uninterrupted_weights(tmp_pa
     assert resumed.checkpoint == tmp_path / "b" / "checkpoint-7"
 
 
+def test_a_failing_callback_finds_the_checkpoint_of_its_step_written(tmp_path: Path) -> None:
+    with pytest.raises(Interrupt):
+        train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path, max_steps=6, save_steps=2),
+                  callbacks=[interrupt_after(4)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+
 def test_a_stop_ends_the_run_with_a_checkpoint_that_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
     settings = dict(lora_dropout=0.1, max_steps=6, per_device_train_batch_size=3)
     full = train_sft(tiny_llama(), tiny_tokenizer(), pairs(), config(tmp_path / "a", **settings))

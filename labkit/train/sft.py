@@ -295,13 +295,16 @@ def train_sft(
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{meter.tokens_per_second():,.0f}")
             losses.clear()
         bar.update(1)
-        stopped = _run_callbacks(callbacks, StepInfo(step, total, loss, optimizer.learning_rate,
-                                                     meter.tokens_per_second(), meter.peak_memory_mib()))
-        due = step == total or stopped or (config.save_steps > 0 and step % config.save_steps == 0)
-        if output_dir is not None and due:
+        due = step == total or (config.save_steps > 0 and step % config.save_steps == 0)
+        if output_dir is not None and due:  # before the callbacks: one that fails finds it written
             saved = checkpoint.save(output_dir, step, model, {**state, **optimizer.state_dict()},
                                     keep=config.save_total_limit)
+        stopped = _run_callbacks(callbacks, StepInfo(step, total, loss, optimizer.learning_rate,
+                                                     meter.tokens_per_second(), meter.peak_memory_mib()))
         if stopped:
+            if output_dir is not None and not due:
+                saved = checkpoint.save(output_dir, step, model, {**state, **optimizer.state_dict()},
+                                        keep=config.save_total_limit)
             break
     bar.close()
     model.eval()
