@@ -35,6 +35,14 @@ FIELDS = ("finetuning_type", "quantization_bit", "lora_rank", "lora_alpha", "lea
           "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
           "cutoff_len", "lr_scheduler_type", "seed")
 EXPLANATIONS = "explanations:"  # a built-in data source: SFT pairs on synthetic patients of a task
+# Menus for fields whose type alone would give a text box (LlamaBoard offers none / 8 / 4 too).
+CHOICES: dict[str, tuple[Any, ...]] = {"quantization_bit": (None, 8, 4)}
+
+
+def _look(description: str, tooltip: str) -> dict[str, Any]:
+    """Every widget of the Configure tab alike: the description in a column, the box beside it."""
+    return {"description": description, "tooltip": tooltip, "style": {"description_width": "210px"},
+            "layout": widgets.Layout(width="420px")}
 
 
 def examples_from(source: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -84,8 +92,9 @@ def field_widget(config_type: type, name: str) -> widgets.Widget:
     kind = typing.get_type_hints(config_type)[name]
     default = field.default
     spec = configs.flag_options(name, kind, default)
-    common = {"description": name, "tooltip": field.metadata["help"], "style": {"description_width": "210px"},
-              "layout": widgets.Layout(width="420px")}
+    common = _look(name, field.metadata["help"])
+    if name in CHOICES:
+        return widgets.Dropdown(options=[(str(c), c) for c in CHOICES[name]], value=default, **common)
     if "action" in spec:
         return widgets.Checkbox(value=bool(default), **common)
     if "choices" in spec:
@@ -102,11 +111,11 @@ class LabBoard:
 
         start = config or SFTConfig()
         self.output_dir = Path(output_dir)
-        self.model_name = widgets.Text(value=model, description="model",
-                                       tooltip="a model folder, a hub id, or pocket")
+        self.model_name = widgets.Text(value=model, **_look("model", "a model folder, a hub id, or pocket"))
         self.data = widgets.Combobox(value=data, options=[EXPLANATIONS + t for t in table_tasks()],
-                                     description="data", tooltip="explanations:TASK or a JSON Lines file")
-        self.examples = widgets.IntText(value=examples, description="examples")
+                                     **_look("data", "explanations:TASK or a JSON Lines file"))
+        self.examples = widgets.IntText(value=examples, **_look(
+            "examples", "how many examples a built-in data source draws (a file gives all its rows)"))
         self.fields = {name: field_widget(SFTConfig, name) for name in FIELDS}
         for name, w in self.fields.items():
             w.value = getattr(start, name) if not isinstance(w, widgets.Text) else str(getattr(start, name))

@@ -118,6 +118,7 @@ def test_widgets_are_made_from_the_config_fields() -> None:
     assert field_widget(SFTConfig, "finetuning_type").options == (("lora", "lora"), ("freeze", "freeze"),
                                                                    ("full", "full"), ("None", None))
     assert field_widget(SFTConfig, "max_steps").value == "None"
+    assert field_widget(SFTConfig, "quantization_bit").options == (("None", None), ("8", 8), ("4", 4))
     assert "rank" in field_widget(SFTConfig, "lora_rank").tooltip
     board = LabBoard(config=SFTConfig(lora_rank=16, max_steps=5))
     assert board.config().lora_rank == 16 and board.config().max_steps == 5
