@@ -14,6 +14,7 @@ Gold labels are read for two things only: the supervised reference and the test 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -32,7 +33,9 @@ from labkit import metrics
 from labkit.annotate.base import Annotator
 from labkit.data import Dataset, load, to_text
 from labkit.data.loading import LABEL, split_indices
-from labkit.noisy import NOISY_METHODS, fit_noisy
+from labkit.noisy import NOISY_METHODS, fit_noisy, sides
+from labkit.paths import PACKAGE_DIR
+from labkit.pocket.knowledge import load_knowledge
 from labkit.vertical import default_model, make_model, model_factory
 
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -132,6 +135,19 @@ def annotate_rows(dataset_name: str, annotator: Annotator, style: str = "list") 
     return np.where(missing, 0.5, values)
 
 
+def rule_answers(dataset_name: str) -> np.ndarray:
+    """The textbook rule's P(positive) for every row of a table (data/knowledge/<task>.yaml,
+    ordered like load(name).frame, as annotate_rows): what the pocket LLM is pre-trained to
+    imitate, an annotator whose mistakes are systematic (wrong wherever the textbook is)."""
+    ds = load(dataset_name)
+    if ds.schema.kind != "tabular":
+        raise ValueError(f"{dataset_name}: the textbook rules cover tables only; annotate texts "
+                         "with an LLM (annotate_rows)")
+    rule = load_knowledge(dataset_name)
+    records = ds.frame[ds.schema.feature_names].to_dict(orient="records")
+    return np.array([rule.risk(r) for r in records], dtype=np.float64)
+
+
 def split_of(values: np.ndarray, ds: Dataset, split: str) -> np.ndarray:
     """The entries of a per-row array (ordered like ds.frame) that belong to one split of ds."""
     if len(values) != len(ds.frame):
@@ -185,7 +201,8 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
     """Test scores of one method on one seed's data.
 
     method: ZERO_SHOT (the LLM's own probabilities), HARD_LABELS (the model's standard training
-    on the LLM's rounded labels), SUPERVISED (gold training and validation labels), or a
+    on the LLM's rounded labels; when every answer is on one side of 0.5, a cut at the estimated
+    prevalence, labkit.noisy.sides), SUPERVISED (gold training and validation labels), or a
     labkit.noisy method on the LLM's soft labels, validated on the LLM's labels of the val split.
     method_options: per-method options for fit_noisy, e.g. {"co_teaching": {"forget_rate": 0.2}}.
     """
@@ -206,7 +223,7 @@ def one_run(data: RunData, llm: np.ndarray | None, method: str, *, model_name: s
                                                           data.llm(llm, "val"))
     extra = (method_options or {}).get(method, {})
     if method == HARD_LABELS:  # SERVAL's baseline: the rounded answers, standard training
-        targets, validation, method = (targets >= 0.5).astype(float), None, "naive"
+        targets, validation, method = sides(targets).astype(float), None, "naive"
     factory = model_factory(model_name, data.ds.schema, purpose="experiments", skip_torch_options=True,
                             **options)
     model = fit_noisy(method, factory, data.features("train"), targets, validation=validation,
@@ -266,10 +283,24 @@ def compare_noisy_methods(dataset_name: str, llm: np.ndarray,
 
 
 def run_config(llm: np.ndarray, model_name: str, **options: Any) -> str:
-    """A short hash of what decides a run besides dataset, method and seed."""
+    """A short hash of what decides a run besides dataset, method and seed: the answers, the
+    model, the options and the code that trains and scores (`code_fingerprint`)."""
     answers = hashlib.sha256(np.asarray(llm, dtype=np.float64).tobytes()).hexdigest()
-    text = json.dumps({"llm": answers, "model": model_name, **options}, sort_keys=True, default=str)
+    text = json.dumps({"llm": answers, "model": model_name, "code": code_fingerprint(), **options},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the source of labkit.noisy, labkit.vertical and this module: a stored run made
+    by other code is not reused (a fixed method must not hide behind its old results)."""
+    files = sorted([*(PACKAGE_DIR / "noisy").glob("*.py"), *(PACKAGE_DIR / "vertical").glob("*.py"),
+                    PACKAGE_DIR / "experiments.py"])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _read_results(path: Path | None) -> dict[tuple[str, str, int, str], dict[str, Any]]:

@@ -17,6 +17,7 @@ from labkit.experiments import (
     ZERO_SHOT,
     annotate_rows,
     compare_noisy_methods,
+    rule_answers,
     split_of,
     summarize,
     supervised_runs,
@@ -131,12 +132,32 @@ def test_a_method_that_refuses_the_labels_is_reported_not_dropped(tmp_path: Path
     always_yes = np.full(len(load("pima").frame), 0.7)  # no answer leans to "no"
     options = {"seeds": (0,), "model_name": "logistic", "progress": False,
                "results": tmp_path / "runs.jsonl"}
-    with pytest.warns(UserWarning, match="pima, early_stop, seed 0: no row leans to class 0"):
+    with pytest.warns(UserWarning, match=r"pima, early_stop, seed 0: fit_noisy\('early_stop'\): "
+                                         r"noisy_targets: all 460 targets are 0.7"):
         runs = compare_noisy_methods("pima", always_yes, (ZERO_SHOT, "early_stop"), **options)
     refused = runs.set_index("method").loc["early_stop"]
-    assert np.isnan(refused["auc"]) and "no row leans to class 0" in refused["error"]
+    assert np.isnan(refused["auc"]) and "class 0: 0 rows, class 1: 460" in refused["error"]
     assert summarize(runs, ["method"])["failed"].tolist() == [0, 1]
     # the finished run is reused, the refused one is tried again (the method may have changed)
     with pytest.warns(UserWarning, match="pima, early_stop, seed 0"):
         compare_noisy_methods("pima", always_yes, (ZERO_SHOT, "early_stop"), **options)
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_textbook_rule_annotates_every_row_of_a_table_and_ranks_it() -> None:
+    from labkit.metrics import auc
+
+    ds = load("heart")
+    answers = rule_answers("heart")
+    assert answers.shape == (len(ds.frame),) and ((answers > 0) & (answers < 1)).all()
+    assert auc(ds.frame["label"].to_numpy(), answers) > 0.8  # a textbook rule, not a coin
+    with pytest.raises(ValueError, match="abstracts: the textbook rules cover tables only"):
+        rule_answers("abstracts")
+
+
+def test_hard_labels_cut_a_shy_annotator_at_its_prevalence_instead_of_one_class(tmp_path) -> None:
+    """Every answer below 0.5: rounding would train on one class (test AUC 0.23 on HCV)."""
+    shy = 0.45 * rule_answers("heart")
+    runs = compare_noisy_methods("heart", shy, (HARD_LABELS,), seeds=(0,), model_name="logistic",
+                                 progress=False)
+    assert runs["auc"].iloc[0] > 0.8, runs

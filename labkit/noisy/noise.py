@@ -8,7 +8,8 @@
   [0, 0.49] (a two-class form of the instance-dependent noise of Xia et al. 2020).
 
 `simulate_soft_labels` turns such noisy labels into annotator-like probabilities, for experiments
-with soft labels where the truth is known.
+with soft labels where the truth is known; `flip_soft_labels` adds random flips to an annotator's
+probabilities.
 """
 
 from __future__ import annotations
@@ -90,3 +91,13 @@ def simulate_soft_labels(labels: np.ndarray, rate: float, kind: NoiseKind = "sym
     confidence = np.where(noisy == y, rng.beta(*right, size=len(y)), rng.beta(*wrong, size=len(y)))
     confidence = 0.5 + 0.5 * confidence
     return np.where(noisy == 1, confidence, 1 - confidence)
+
+
+def flip_soft_labels(probs: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
+    """Random flips of an annotator's probabilities: each row's p becomes 1 - p where
+    `inject_noise`'s symmetric noise would flip a label (same seed, same rows). Added to an
+    annotator whose mistakes are systematic (a textbook rule), it gives the random kind the
+    noisy-label methods were built for."""
+    p = np.asarray(probs, dtype=np.float64)
+    flipped = inject_noise(np.zeros(len(p), dtype=int), rate, seed=seed).astype(bool)
+    return np.where(flipped, 1 - p, p)

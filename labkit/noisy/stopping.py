@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from labkit.noisy.selection import Selection, select_confident, take
-from labkit.vertical.base import Features, Validation, VerticalModel, check_targets
+from labkit.vertical.base import Features, Validation, VerticalModel, check_targets, sides
 from labkit.vertical.torch_models import TorchModel
 
 ModelFactory = Callable[[int], VerticalModel]  # seed -> a new, unfitted model
@@ -85,14 +85,18 @@ def out_of_fold_proba(factory: ModelFactory, X: Features, targets: np.ndarray, *
     loss: these probabilities estimate P(noisy label | x), and loss is what rewards calibrated
     ones (an error-rate stop leaves them overconfident, which hides noise from the estimates).
     """
-    hard = (targets >= 0.5).astype(int)
+    side = sides(targets)
     out = np.zeros(len(targets))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(hard)), hard)):
+    for k, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(side)), side)):
         X_fit, t_fit = take(X, fit_rows), targets[fit_rows]
         stop = stopping_set(X_fit, t_fit, None, seed=seed + k)
         model = factory(seed + k)
-        model.stop_metric = "loss"
+        # When every target is on one side of 0.5, the stop rows that stand for the other class
+        # carry a hard label the soft targets never reach, and the loss on them rises while the
+        # model learns the ranking: it stopped at once (HCV: every out-of-fold prediction within
+        # 0.41-0.50). The AUC against the stop rows' classes still measures the ranking.
+        model.stop_metric = "loss" if 0 < (t_fit >= 0.5).sum() < len(t_fit) else "auc"
         model.fit(take(X_fit, stop.train_rows), t_fit[stop.train_rows], validation=stop.validation)
         out[held_rows] = model.predict_proba(take(X, held_rows))
     return out

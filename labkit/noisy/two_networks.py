@@ -24,7 +24,7 @@ from labkit.noisy.correction import estimate_transition, noise_rate
 from labkit.noisy.losses import prior_penalty, sharpen, soft_bce
 from labkit.noisy.selection import take
 from labkit.noisy.stopping import ModelFactory, StopSet, out_of_fold_proba, require_torch, stopping_set
-from labkit.vertical.base import Features, Validation
+from labkit.vertical.base import Features, Validation, sides
 from labkit.vertical.torch_models import TorchModel
 from labkit.vertical.training import (
     EarlyStopping,
@@ -43,6 +43,7 @@ class _Setup:
     stop: StopSet
     stop_x: Tensor
     stop_y: Tensor
+    side: np.ndarray  # the class each training row stands for (selection.sides)
 
 
 def _setup(factory: ModelFactory, X: Features, targets: np.ndarray,
@@ -50,8 +51,9 @@ def _setup(factory: ModelFactory, X: Features, targets: np.ndarray,
     model = require_torch(factory(seed), method)
     stop = stopping_set(X, targets, validation, seed=seed)
     x = model.prepare(take(X, stop.train_rows))
-    return _Setup(model, x, model.tensor(targets[stop.train_rows]), stop,
-                  model.inputs(stop.X), model.tensor(stop.targets))
+    y = targets[stop.train_rows]
+    return _Setup(model, x, model.tensor(y), stop, model.inputs(stop.X), model.tensor(stop.targets),
+                  sides(y))
 
 
 @torch.no_grad()
@@ -81,11 +83,13 @@ def _finish(s: _Setup, nets: list[nn.Module], stopper: EarlyStopping, extra: dic
 
 # ----- co-teaching -----
 def small_loss_rows(loss: Tensor, labels: Tensor, keep_share: float) -> Tensor:
-    """The `keep_share` smallest-loss rows of each class (by the rounded target).
+    """The `keep_share` smallest-loss rows of each class (labels: 0/1, the rows' `sides`).
 
     Selecting per class matters: ranked together, the rows of the class the network currently
     favors have the smaller losses, so the other class would be dropped more and more, and the
-    networks drift toward one class (docs/noisy_labels.md has the measurement).
+    networks drift toward one class (docs/noisy_labels.md has the measurement). The classes are
+    the rows' sides, not their rounded targets: when every target is below 0.5, rounding makes
+    one class, and the rows the annotator suspects most (the largest losses) are dropped first.
     """
     keep = []
     for c in (False, True):
@@ -112,6 +116,7 @@ def co_teaching(factory: ModelFactory, X: Features, targets: np.ndarray, *,
         forget_rate = min(0.5, noise_rate(estimate_transition(oof), targets))
     s = _setup(factory, X, targets, validation, seed, "co_teaching")
     config = s.model.config
+    side = s.model.tensor(s.side)
     with s.model.seeded():
         nets = [s.model.new_network(), s.model.new_network()]
         optimizers = [make_optimizer(n, config.lr, config.weight_decay) for n in nets]
@@ -123,7 +128,7 @@ def co_teaching(factory: ModelFactory, X: Features, targets: np.ndarray, *,
             for idx in batches(len(s.x), config.batch_size, generator):
                 idx = idx.to(s.x.device)
                 losses = [soft_bce(net(s.x[idx]), s.y[idx]) for net in nets]
-                small = [small_loss_rows(loss, s.y[idx], 1 - rate) for loss in losses]
+                small = [small_loss_rows(loss, side[idx], 1 - rate) for loss in losses]
                 for k in (0, 1):
                     optimizers[k].zero_grad()
                     losses[k][small[1 - k]].mean().backward()  # learn from the peer's choice
@@ -167,9 +172,9 @@ def clean_probability(per_sample_loss: np.ndarray, seed: int) -> np.ndarray:
     return gmm.predict_proba(loss)[:, clean]
 
 
-def classwise_clean_probability(per_sample_loss: np.ndarray, targets: np.ndarray, seed: int,
+def classwise_clean_probability(per_sample_loss: np.ndarray, labels: np.ndarray, seed: int,
                                 min_rows: int = 10) -> np.ndarray:
-    """`clean_probability` fitted within each class (by the rounded target).
+    """`clean_probability` fitted within each class (labels: 0/1, the rows' `sides`).
 
     One mixture over both classes lets the class the networks favor look clean and the other
     noisy, so the labeled part fills with one class and the networks drift toward it
@@ -177,8 +182,8 @@ def classwise_clean_probability(per_sample_loss: np.ndarray, targets: np.ndarray
     class with fewer than `min_rows` rows counts as clean.
     """
     out = np.ones(len(per_sample_loss))
-    for c in (False, True):
-        rows = np.flatnonzero((targets >= 0.5) == c)
+    for c in (0, 1):
+        rows = np.flatnonzero(np.asarray(labels) == c)
         if len(rows) >= min_rows:
             out[rows] = clean_probability(per_sample_loss[rows], seed)
     return out
@@ -273,7 +278,6 @@ def divide_mix(factory: ModelFactory, X: Features, targets: np.ndarray, *,
     s = _setup(factory, X, targets, validation, seed, "divide_mix")
     model, train_cfg = s.model, s.model.config
     prior = float(s.y.mean())
-    targets_np = s.y.cpu().numpy()
     rng = np.random.default_rng(seed)
     with model.seeded():
         nets = [model.new_network(), model.new_network()]
@@ -289,8 +293,8 @@ def divide_mix(factory: ModelFactory, X: Features, targets: np.ndarray, *,
         for epoch in tqdm(range(1, cfg.epochs + 1), desc="divide-mix",
                           disable=not train_cfg.progress, leave=False):
             lambda_u = cfg.lambda_u * min(1.0, epoch / cfg.ramp_epochs)
-            w = [classwise_clean_probability(_per_sample_loss(net, s.x, s.y), targets_np,
-                                             seed + epoch) for net in nets]
+            w = [classwise_clean_probability(_per_sample_loss(net, s.x, s.y), s.side, seed + epoch)
+                 for net in nets]
             clean_share.append(float(np.mean([(wk > cfg.p_clean).mean() for wk in w])))
             for k in (0, 1):
                 _divide_mix_epoch(model, nets[k], nets[1 - k], optimizers[k], s.x, s.y,

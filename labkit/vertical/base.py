@@ -39,6 +39,37 @@ def check_targets(targets: Any, n_rows: int, what: str = "targets") -> np.ndarra
     return array
 
 
+def sides(targets: np.ndarray) -> np.ndarray:
+    """The class (0/1) each row stands for: its target's side of 0.5, or, when every target is
+    on one side of 0.5, a cut at the estimated prevalence.
+
+    A shy annotator on a rare class (HCV: every P(Yes) of the pocket LLM below 0.5) still ranks
+    the rows well; rounding would leave one class, and a method that selects or splits rows per
+    class would then drop exactly the rows the annotator suspects, and learn the ranking
+    backwards (docs/noisy_labels.md has the measurement). The cut keeps the ranking: the
+    round(n * mean target) rows with the largest targets (at least one, at most n - 1) are class
+    1; ties are broken by row order, so the split is deterministic. Constant targets carry no
+    ranking at all: ValueError, with the counts and the fix.
+    """
+    p = np.asarray(targets, dtype=np.float64)
+    rounded = (p >= 0.5).astype(int)
+    if 0 < rounded.sum() < len(p):
+        return rounded
+    if len(p) < 2 or np.ptp(p) == 0:
+        value = f"{p[0]:.3g}" if len(p) else "none"
+        raise ValueError(
+            f"all {len(p)} targets are {value} (class 0: {len(p) - int(rounded.sum())} rows, "
+            f"class 1: {int(rounded.sum())}): one class and no ranking, nothing to learn from. "
+            "Fix: ask the annotator for probabilities (token mode) instead of rounded Yes/No "
+            "answers, check its prompt and parser on a few rows, or label a few rows by hand")
+    n_positive = int(np.clip(round(len(p) * p.mean()), 1, len(p) - 1))
+    rows = np.arange(len(p))
+    order = rows[np.lexsort((rows, -p))]  # largest target first, row order breaks ties
+    cut = np.zeros(len(p), dtype=int)
+    cut[order[:n_positive]] = 1
+    return cut
+
+
 def check_weights(sample_weight: Any, n_rows: int) -> np.ndarray:
     """Non-negative sample weights (ones when None), with at least one positive weight."""
     if sample_weight is None:
@@ -77,7 +108,8 @@ def validation_score(probs: np.ndarray, targets: np.ndarray, metric: StopMetric)
     """What validation minimizes (lower is better).
 
     "loss": soft log loss. "accuracy": the expected error rate of the 0/1 predictions against the
-    (soft) targets, ties broken by AUC. "auc": 1 - AUC against the rounded targets.
+    (soft) targets, ties broken by AUC. "auc": 1 - AUC against the targets' `sides` (rounded, or
+    cut at the estimated prevalence when all are on one side of 0.5: the ranking still counts).
     Loss suits clean labels. On noisy labels it rewards timid predictions (every confident
     prediction on a wrong label costs a lot), so it stops training too early; the error rate on
     noisy labels moves with the error rate on the true ones (under symmetric noise it is an affine
@@ -87,7 +119,7 @@ def validation_score(probs: np.ndarray, targets: np.ndarray, metric: StopMetric)
         return soft_log_loss(probs, targets)
     if metric not in ("accuracy", "auc"):
         raise ValueError(f"stop_metric must be 'loss', 'accuracy' or 'auc', not {metric!r}")
-    hard = targets >= 0.5
+    hard = sides(targets) if np.ptp(targets) > 0 else targets >= 0.5
     auc_gap = 1.0 - float(roc_auc_score(hard, probs)) if 0 < hard.sum() < len(hard) else 0.5
     if metric == "auc":
         return auc_gap
