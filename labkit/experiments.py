@@ -33,7 +33,7 @@ from labkit import metrics
 from labkit.annotate.base import Annotator
 from labkit.data import Dataset, load, to_text
 from labkit.data.loading import LABEL, split_indices
-from labkit.noisy import NOISY_METHODS, fit_noisy, sides
+from labkit.noisy import NOISY_METHODS, RankingDisagreement, fit_noisy, sides
 from labkit.paths import PACKAGE_DIR
 from labkit.pocket.knowledge import load_knowledge
 from labkit.vertical import default_model, make_model, model_factory
@@ -245,7 +245,8 @@ def compare_noisy_methods(dataset_name: str, llm: np.ndarray,
     options see run_data and one_run.
     A method that refuses the labels (a ValueError, e.g. `forward` on answers that look
     uninformative) gets a row with NaN scores and its `error`, and a warning: it shows as NaN in
-    `summarize`, not as a missing row.
+    `summarize`, not as a missing row. A model refused by fit_noisy's agreement check
+    (RankingDisagreement) also gets `refused_auc`, the test AUC it would have scored, for reports.
     results: a JSON-lines file; finished runs are appended as they end and skipped when found
     there with the same `config` (a hash of the LLM's answers, the model and every option), so an
     interrupted comparison resumes, and new answers or options are never mixed with old runs;
@@ -272,6 +273,9 @@ def compare_noisy_methods(dataset_name: str, llm: np.ndarray,
         except ValueError as err:  # e.g. labels too uninformative for a transition matrix
             warnings.warn(f"{dataset_name}, {method}, seed {seed}: {err}", stacklevel=2)
             got = {"auc": float("nan"), "accuracy": float("nan"), "error": str(err)}
+            if isinstance(err, RankingDisagreement):  # for the report: what the refusal prevented
+                got["refused_auc"] = scores(data.gold("test"),
+                                            err.model.predict_proba(data.features("test")))["auc"]
         row = {"dataset": dataset_name, "method": method, "seed": seed, "model": name, **got,
                "seconds": round(time.perf_counter() - start, 2), "config": config}
         rows.append(row)

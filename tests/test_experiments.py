@@ -161,3 +161,26 @@ def test_hard_labels_cut_a_shy_annotator_at_its_prevalence_instead_of_one_class(
     runs = compare_noisy_methods("heart", shy, (HARD_LABELS,), seeds=(0,), model_name="logistic",
                                  progress=False)
     assert runs["auc"].iloc[0] > 0.8, runs
+
+
+def test_a_refused_model_is_reported_with_the_auc_it_would_have_scored(monkeypatch) -> None:
+    """fit_noisy refuses a model that ranks the rows against its annotator; the report keeps the
+    test AUC the refused model would have scored, to show what the refusal prevented."""
+    from labkit.noisy import RankingDisagreement
+    from labkit.vertical import make_model
+
+    ds = load("heart", seed=0)
+    backwards = make_model("logistic", ds.schema, seed=0).fit(ds.features("train"),
+                                                              1 - ds.labels("train"))
+
+    def refuse(*args, **kwargs):
+        raise RankingDisagreement("fit_noisy('naive'): ranks against its annotator", backwards)
+
+    monkeypatch.setattr(experiments, "fit_noisy", refuse)
+    with pytest.warns(UserWarning, match="heart, naive, seed 0: fit_noisy"):
+        runs = compare_noisy_methods("heart", rule_answers("heart"), ("naive",), seeds=(0,),
+                                     model_name="logistic", progress=False)
+    row = runs.iloc[0]
+    assert np.isnan(row["auc"]) and "ranks against" in row["error"]
+    expected = experiments.scores(ds.labels("test"), backwards.predict_proba(ds.features("test")))["auc"]
+    assert row["refused_auc"] == pytest.approx(expected) and row["refused_auc"] < 0.2

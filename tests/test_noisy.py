@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from labkit.noisy import (
     NOISY_METHODS,
     DivideMixConfig,
-    RankingInverted,
+    RankingDisagreement,
     clean_probability,
     estimate_transition,
     fit_noisy,
@@ -348,7 +348,7 @@ class BackwardsLogistic(LogisticModel):
 
 
 def test_a_model_that_ranks_against_its_annotator_is_refused_and_kept(problem) -> None:
-    with pytest.raises(RankingInverted, match=r"fit_noisy\('naive'\).*200 validation rows.*"
+    with pytest.raises(RankingDisagreement, match=r"fit_noisy\('naive'\).*200 validation rows.*"
                                               r"Spearman -0\.\d+") as refused:
         fit_noisy("naive", lambda seed: BackwardsLogistic(seed=seed), problem["X"], problem["soft"],
                   validation=(problem["X_val"], problem["soft_val"]), seed=0)

@@ -13,7 +13,13 @@ No method reads gold labels.
 from labkit.noisy.correction import estimate_transition, noise_rate
 from labkit.noisy.losses import forward_corrected_bce, prior_penalty, sharpen, soft_bce
 from labkit.noisy.memorization import memorization_curve
-from labkit.noisy.methods import NOISY_METHODS, NoisyMethod, RankingInverted, check_agreement, fit_noisy
+from labkit.noisy.methods import (
+    NOISY_METHODS,
+    NoisyMethod,
+    RankingDisagreement,
+    check_agreement,
+    fit_noisy,
+)
 from labkit.noisy.noise import flip_soft_labels, inject_noise, simulate_soft_labels
 from labkit.noisy.selection import Selection, confidence, select_confident
 from labkit.noisy.stopping import ModelFactory, out_of_fold_proba, stopping_set
@@ -25,7 +31,7 @@ from labkit.noisy.two_networks import (
 from labkit.vertical.base import sides  # the class each target stands for, used by every method
 
 __all__ = [
-    "NOISY_METHODS", "DivideMixConfig", "ModelFactory", "NoisyMethod", "RankingInverted",
+    "NOISY_METHODS", "DivideMixConfig", "ModelFactory", "NoisyMethod", "RankingDisagreement",
     "Selection", "check_agreement", "classwise_clean_probability", "clean_probability",
     "confidence", "estimate_transition", "fit_noisy", "flip_soft_labels", "forward_corrected_bce",
     "inject_noise",

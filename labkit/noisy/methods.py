@@ -46,9 +46,9 @@ NOISY_METHODS: tuple[str, ...] = typing.get_args(NoisyMethod)
 MethodFn = Callable[..., VerticalModel]
 
 
-class RankingInverted(ValueError):
-    """A method's model ranks the rows against its annotator (see `check_agreement`); the
-    refused model is kept in `.model` for inspection."""
+class RankingDisagreement(ValueError):
+    """A method's model does not rank the rows as its annotator does (see `check_agreement`);
+    the refused model is kept in `.model` for inspection."""
 
     def __init__(self, message: str, model: VerticalModel):
         super().__init__(message)
@@ -147,9 +147,9 @@ def check_agreement(model: VerticalModel, method: str, X: Features, targets: np.
 
     A model trained on an annotator's labels should rank the rows as the annotator does, roughly.
     A correlation no larger than chance gives (p >= alpha), or a constant prediction, means the
-    method learned nothing, or the ranking backwards: RankingInverted (a ValueError), rather than
-    a model that quietly scores an AUC below 0.5 (docs/noisy_labels.md: a model with Spearman
-    0.015 on HCV's validation rows scored a test AUC of 0.348).
+    method learned nothing or the ranking backwards, or that the annotator's labels are too noisy
+    to vouch for any model: RankingDisagreement (a ValueError), rather than a model that may
+    quietly score an AUC below 0.5. docs/noisy_labels.md has what the refused models would have scored.
     """
     usable = validation is not None and np.ptp(np.asarray(validation[1], dtype=float)) > 0
     X_check, t_check = validation if validation is not None and usable else (X, targets)
@@ -159,10 +159,12 @@ def check_agreement(model: VerticalModel, method: str, X: Features, targets: np.
     model.info["annotator_agreement"] = {"spearman": round(rho, 4), "p_value": round(p_value, 4),
                                          "rows": where}
     if not p_value < alpha:  # NaN too: the model predicts the same for every row
-        raise RankingInverted(
+        raise RankingDisagreement(
             f"fit_noisy({method!r}): the trained model does not rank the {len(t_check)} {where} "
-            f"rows as the annotator does (Spearman {rho:.3f}, one-sided p = {p_value:.2g}): it "
-            "learned nothing, or the ranking backwards, and may score below chance. Fix: use "
-            "method 'naive' (the model's standard training on the same labels), or see what the "
-            "method did in the refused model's info (the error's .model.info)", model)
+            f"rows as the annotator does (Spearman {rho:.3f}, one-sided p = {p_value:.2g}): "
+            "either it learned nothing or the ranking backwards, or the annotator's labels are "
+            "too noisy to vouch for any model; it may score below chance. Fix: compare with "
+            "method 'naive' on the same labels, see what the method did in the error's "
+            ".model.info, and check the model on a few gold-labelled validation rows before "
+            "using it (the refused model is the error's .model)", model)
     return rho

@@ -43,7 +43,7 @@ class _Setup:
     stop: StopSet
     stop_x: Tensor
     stop_y: Tensor
-    side: np.ndarray  # the class each training row stands for (selection.sides)
+    side: np.ndarray  # the class each training row stands for (labkit.vertical.base.sides)
 
 
 def _setup(factory: ModelFactory, X: Features, targets: np.ndarray,
