@@ -365,6 +365,36 @@ def _bleu_clipped_by_the_whole_corpus(candidates, references, max_n=4):
     return _bleu_from(matches, totals, c, r)
 
 
+def _forward_with(q_of, clamp: bool = True):
+    def loss(logits, noisy_targets, transition):
+        p = 1 / (1 + np.exp(-np.asarray(logits, dtype=float)))
+        y, t = np.asarray(noisy_targets, dtype=float), np.asarray(transition, dtype=float)
+        q = q_of(p, t)
+        q = np.clip(q, 1e-6, 1 - 1e-6) if clamp else q
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    return loss
+
+
+_forward_transposed = _forward_with(lambda p, t: (1 - p) * t[1, 0] + p * t[1, 1])  # T[1][0] for T[0][1]
+_forward_uncorrected = _forward_with(lambda p, t: p)  # plain BCE: the flips are learned
+_forward_unclamped = _forward_with(lambda p, t: (1 - p) * t[0, 1] + p * t[1, 1], clamp=False)
+_forward_column_sums = _forward_with(lambda p, t: (1 - p) * t[1, 0] + p * t[0, 0])  # read by columns
+
+
+def _forward_corrects_the_target(logits, noisy_targets, transition):
+    """Backward instead of forward: the target is pushed through T and compared with p."""
+    p = np.clip(1 / (1 + np.exp(-np.asarray(logits, dtype=float))), 1e-6, 1 - 1e-6)
+    y, t = np.asarray(noisy_targets, dtype=float), np.asarray(transition, dtype=float)
+    target = (1 - y) * t[0, 1] + y * t[1, 1]
+    return -(target * np.log(p) + (1 - target) * np.log(1 - p))
+
+
+def _forward_mean(logits, noisy_targets, transition):
+    return float(np.mean(_forward_with(lambda p, t: (1 - p) * t[0, 1] + p * t[1, 1])(
+        logits, noisy_targets, transition)))
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "10.pick": [_pick_per_token, _pick_per_word, _pick_ties_last],
     "10.rouge_l": [_rouge_recall, _rouge_precision, _rouge_whitespace_split, _rouge_lower_whitespace_split,
@@ -384,6 +414,8 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "07.ledger": [_ledger_without_master_copy, _ledger_quantizing_trained_weights],
     "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
     "07.budget": [_budget_strictly_under, _budget_without_activations],
+    "03.forward": [_forward_transposed, _forward_uncorrected, _forward_unclamped, _forward_column_sums,
+                   _forward_corrects_the_target, _forward_mean],
 }
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from labkit.grading.exercise import Case, Exercise, case
+from labkit.grading.exercise import Case, Exercise, case, close
 
 
 def flip_labels(labels: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
@@ -14,6 +14,20 @@ def flip_labels(labels: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
     y = np.asarray(labels).astype(int)
     flip = np.random.default_rng(seed).random(len(y)) < rate
     return np.where(flip, 1 - y, y)
+
+
+def forward_loss(logits: np.ndarray, noisy_targets: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """Reference: forward-corrected binary cross-entropy per row (Patrini et al. 2017), the loss
+    of labkit.noisy.forward_corrected_bce: p = sigmoid(logit), q = (1 - p) T[0][1] + p T[1][1]
+    clamped to [1e-6, 1 - 1e-6], loss = -(y log q + (1 - y) log(1 - q))."""
+    import torch
+
+    from labkit.noisy import forward_corrected_bce
+
+    loss = forward_corrected_bce(np.asarray(transition, dtype=np.float64))
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(noisy_targets, dtype=np.float64))
+    return loss(z, y).numpy()
 
 
 def _ranked(rows: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -66,6 +80,26 @@ def _hidden_confident(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _transition(t01: float, t11: float) -> np.ndarray:
+    return np.array([[1 - t01, t01], [1 - t11, t11]])
+
+
+def _hidden_forward(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(6):
+        n = int(rng.integers(1, 120))
+        logits = rng.normal(0, 3, n)
+        targets = rng.random(n) if rng.random() < 0.5 else rng.integers(0, 2, n).astype(float)
+        transition = _transition(float(rng.uniform(0, 0.45)), float(rng.uniform(0.55, 1)))
+        cases.append(case(logits, targets, transition))
+    # no noise, and sure logits: q reaches 0 or 1 unless clamped
+    cases.append(case(np.array([40.0, -40.0, 40.0, -40.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.3]),
+                      _transition(0.0, 1.0)))
+    # one-sided noise: positives are missed 40% of the time, negatives never flip
+    cases.append(case(rng.normal(0, 2, 30), rng.integers(0, 2, 30).astype(float), _transition(0.0, 0.6)))
+    return cases
+
+
 def _hidden_small_loss(rng: np.random.Generator) -> list[Case]:
     cases = []
     for _ in range(6):
@@ -101,6 +135,22 @@ EXERCISES = [
         examples=(case(np.array([0.95, 0.02, 0.5, 0.91, 0.97, 0.08, 0.3, 0.99]), threshold=0.9),
                   case(np.array([0.1, 0.2, 0.93]), threshold=0.8)),
         hidden=_hidden_confident,
+    ),
+    Exercise(
+        id="03.forward",
+        function="forward_loss",
+        tier="core",
+        points=2,
+        task="forward_loss(logits, noisy_targets, transition) returns the forward-corrected "
+             "binary cross-entropy of each row: p = sigmoid(logit), q = (1 - p) T[0][1] + "
+             "p T[1][1] clamped to [1e-6, 1 - 1e-6], loss = -(y log q + (1 - y) log(1 - q)), "
+             "in torch, returned as a numpy array.",
+        reference=forward_loss,
+        examples=(case(np.array([2.0, -1.0, 0.0, 3.0]), np.array([1.0, 0.0, 0.7, 0.0]),
+                       _transition(0.2, 0.7)),
+                  case(np.array([0.5, -0.5]), np.array([1.0, 1.0]), _transition(0.0, 1.0))),
+        hidden=_hidden_forward,
+        compare=close(rtol=1e-4, atol=1e-6),  # float32 arithmetic is fine
     ),
     Exercise(
         id="03.small_loss",
