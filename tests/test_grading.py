@@ -395,6 +395,48 @@ def _forward_mean(logits, noisy_targets, transition):
         logits, noisy_targets, transition)))
 
 
+def _summary_best_by_test_auc(records, llm_final_auc, supervised_auc):
+    """The best iteration by (test) AUC: selection on the test split."""
+    best = max(r["vertical_auc"] for r in records)
+    return {"llm_gain": llm_final_auc - records[0]["llm_auc"], "vertical_auc": best,
+            "pct_of_supervised": 100 * best / supervised_auc}
+
+
+def _summary_without_the_last_back_tuning(records, llm_final_auc, supervised_auc):
+    last = records[-1]["vertical_auc"]
+    return {"llm_gain": records[-1]["llm_auc"] - records[0]["llm_auc"], "vertical_auc": last,
+            "pct_of_supervised": 100 * last / supervised_auc}
+
+
+def _summary_as_a_fraction(records, llm_final_auc, supervised_auc):
+    last = records[-1]["vertical_auc"]
+    return {"llm_gain": llm_final_auc - records[0]["llm_auc"], "vertical_auc": last,
+            "pct_of_supervised": last / supervised_auc}
+
+
+def _cv_auc_with(scale_first: bool, scale_in_fold: bool):
+    def cv_auc(X, y, k=5, seed=0):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        X = StandardScaler().fit_transform(X) if scale_first else X
+        aucs = []
+        for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y):
+            model = LogisticRegression(max_iter=1000)
+            model = make_pipeline(StandardScaler(), model) if scale_in_fold else model
+            model.fit(X[train], y[train])
+            aucs.append(roc_auc_score(y[test], model.predict_proba(X[test])[:, 1]))
+        return {"mean": float(np.mean(aucs)), "std": float(np.std(aucs, ddof=1))}
+    return cv_auc
+
+
+_cv_auc_scaled_on_all_rows = _cv_auc_with(scale_first=True, scale_in_fold=False)  # the leak
+_cv_auc_unscaled = _cv_auc_with(scale_first=False, scale_in_fold=False)
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "10.pick": [_pick_per_token, _pick_per_word, _pick_ties_last],
     "10.rouge_l": [_rouge_recall, _rouge_precision, _rouge_whitespace_split, _rouge_lower_whitespace_split,
@@ -414,6 +456,8 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "07.ledger": [_ledger_without_master_copy, _ledger_quantizing_trained_weights],
     "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
     "07.budget": [_budget_strictly_under, _budget_without_activations],
+    "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
+    "05.summary": [_summary_best_by_test_auc, _summary_without_the_last_back_tuning, _summary_as_a_fraction],
     "03.forward": [_forward_transposed, _forward_uncorrected, _forward_unclamped, _forward_column_sums,
                    _forward_corrects_the_target, _forward_mean],
 }

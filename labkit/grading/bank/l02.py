@@ -7,6 +7,8 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from labkit.grading.exercise import Case, Exercise, case, close
 
@@ -19,12 +21,13 @@ def soft_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
 
 
 def cv_auc(X: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0) -> dict[str, float]:
-    """Reference: mean and sample standard deviation of the held-out AUC of a logistic regression
-    over stratified k folds."""
+    """Reference: mean and sample standard deviation of the held-out AUC of a standardized logistic
+    regression over stratified k folds; the scaler learns from each fold's training part only (a
+    scaler fitted on all rows has seen the held-out part: the leak lesson 02 warns against)."""
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     aucs = []
     for train, test in folds.split(X, y):
-        model = LogisticRegression(max_iter=1000).fit(X[train], y[train])
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X[train], y[train])
         aucs.append(roc_auc_score(y[test], model.predict_proba(X[test])[:, 1]))
     return {"mean": float(np.mean(aucs)), "std": float(np.std(aucs, ddof=1))}
 
@@ -53,7 +56,9 @@ def _dataset(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n, d = int(rng.integers(60, 200)), int(rng.integers(2, 6))
     X = rng.normal(size=(n, d))
     logit = X @ rng.normal(size=d) + rng.normal(0, 1.5, n)
-    return X, (logit > np.quantile(logit, rng.uniform(0.3, 0.7))).astype(int)
+    y = (logit > np.quantile(logit, rng.uniform(0.3, 0.7))).astype(int)
+    # lab values in their own units: scales from 0.01 to 100 and offsets, as in the tables
+    return X * 10 ** rng.uniform(-2, 2, d) + rng.uniform(-50, 50, d), y
 
 
 def _hidden_cv_auc(rng: np.random.Generator) -> list[Case]:
@@ -112,8 +117,8 @@ EXERCISES = [
         tier="core",
         points=2,
         task="cv_auc(X, y, k, seed) returns {'mean', 'std'} (sample std) of the held-out AUC of "
-             "LogisticRegression(max_iter=1000) over StratifiedKFold(k, shuffle=True, "
-             "random_state=seed).",
+             "make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)) fitted on each "
+             "training part of StratifiedKFold(k, shuffle=True, random_state=seed).",
         reference=cv_auc,
         examples=(case(*_dataset(np.random.default_rng(2)), k=5, seed=0),),
         hidden=_hidden_cv_auc,
