@@ -437,6 +437,18 @@ _cv_auc_scaled_on_all_rows = _cv_auc_with(scale_first=True, scale_in_fold=False)
 _cv_auc_unscaled = _cv_auc_with(scale_first=False, scale_in_fold=False)
 
 
+def _mask_padding_by_id(input_ids, answer_starts, lengths):
+    """Padding found by its id: with pad == EOS the answer's end is masked too."""
+    pad = input_ids[0][-1]
+    return [[-100 if (j < start or token == pad) else token for j, token in enumerate(row)]
+            for row, start in zip(input_ids, answer_starts)]
+
+
+def _mask_the_answer_start_too(input_ids, answer_starts, lengths):
+    return [[-100 if (j <= start or j >= length) else token for j, token in enumerate(row)]
+            for row, start, length in zip(input_ids, answer_starts, lengths)]
+
+
 PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "10.pick": [_pick_per_token, _pick_per_word, _pick_ties_last],
     "10.rouge_l": [_rouge_recall, _rouge_precision, _rouge_whitespace_split, _rouge_lower_whitespace_split,
@@ -456,6 +468,7 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "07.ledger": [_ledger_without_master_copy, _ledger_quantizing_trained_weights],
     "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
     "07.budget": [_budget_strictly_under, _budget_without_activations],
+    "04.mask": [_mask_padding_by_id, _mask_the_answer_start_too],
     "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
     "05.summary": [_summary_best_by_test_auc, _summary_without_the_last_back_tuning, _summary_as_a_fraction],
     "03.forward": [_forward_transposed, _forward_uncorrected, _forward_unclamped, _forward_column_sums,

@@ -27,11 +27,14 @@ def select_confident_rows(probs: list[float], threshold: float) -> list[int]:
     return sorted(keep)
 
 
-def answer_only_labels(input_ids: list[list[int]], answer_starts: list[int], pad_id: int) -> list[list[int]]:
+def answer_only_labels(input_ids: list[list[int]], answer_starts: list[int],
+                       lengths: list[int]) -> list[list[int]]:
     """Reference: labels for causal-LM training with the loss on the answer only: -100 on the prompt
-    positions (before answer_start) and on padding, the token id elsewhere."""
-    return [[-100 if (j < start or token == pad_id) else token for j, token in enumerate(row)]
-            for row, start in zip(input_ids, answer_starts, strict=True)]
+    positions (before answer_start) and on the padding (from the row's length on), the token id
+    elsewhere. Padding is found by position, not by id: many tokenizers pad with their end token,
+    and masking that id would also mask the answer's own end, so the model never learns to stop."""
+    return [[-100 if (j < start or j >= length) else token for j, token in enumerate(row)]
+            for row, start, length in zip(input_ids, answer_starts, lengths, strict=True)]
 
 
 def _hidden_answer(rng: np.random.Generator) -> list[Case]:
@@ -50,16 +53,18 @@ def _hidden_select(rng: np.random.Generator) -> list[Case]:
 
 
 def _hidden_mask(rng: np.random.Generator) -> list[Case]:
+    """Rows that end with the end token (id 2), padded on the right with the same id (pad == EOS)."""
     cases = []
     for _ in range(6):
-        rows, starts = [], []
+        rows, starts, lengths = [], [], []
         width = int(rng.integers(4, 12))
         for _ in range(int(rng.integers(1, 5))):
             length = int(rng.integers(2, width + 1))
-            ids = [int(t) for t in rng.integers(3, 500, size=length)] + [0] * (width - length)
+            ids = [int(t) for t in rng.integers(3, 500, size=length - 1)] + [2] * (width - length + 1)
             rows.append(ids)
             starts.append(int(rng.integers(1, length)))
-        cases.append(case(rows, starts, 0))
+            lengths.append(length)
+        cases.append(case(rows, starts, lengths))
     return cases
 
 
@@ -83,10 +88,11 @@ EXERCISES = [
     ),
     Exercise(
         id="04.mask", function="answer_only_labels", tier="stretch", points=3,
-        task="answer_only_labels(input_ids, answer_starts, pad_id): per row, -100 before answer_start "
-             "and on padding, the token id elsewhere (the loss then covers the answer only).",
+        task="answer_only_labels(input_ids, answer_starts, lengths): per row, -100 before "
+             "answer_start and from the row's length on (padding), the token id elsewhere, the "
+             "answer's end token included (the loss then covers the answer and its end).",
         reference=answer_only_labels,
-        examples=(case([[5, 6, 7, 8, 0], [5, 9, 10, 0, 0]], [3, 2], 0),),
+        examples=(case([[5, 6, 7, 2, 2], [5, 9, 10, 2, 2]], [2, 2], [4, 3]),),
         hidden=_hidden_mask,
     ),
 ]
