@@ -20,7 +20,7 @@ import json
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,26 @@ def rule_answers(dataset_name: str) -> np.ndarray:
     rule = load_knowledge(dataset_name)
     records = ds.frame[ds.schema.feature_names].to_dict(orient="records")
     return np.array([rule.risk(r) for r in records], dtype=np.float64)
+
+
+def with_shuffled_names(dataset: Dataset, seed: int = 0) -> Dataset:
+    """A weakened annotator's view of a table: the same rows, labels and split, but the LLM reads
+    each numeric value under another numeric feature's name, unit and description (a seeded
+    permutation), so its rules meet the wrong measurements: an LLM that knows little about the
+    task. The vertical model is unaffected (it reads the columns, not their names). The task is
+    renamed <name>_shuffled, so its runs and caches stay apart."""
+    numeric = [i for i, f in enumerate(dataset.schema.features) if f.kind == "numeric"]
+    if len(numeric) < 2:
+        raise ValueError(f"{dataset.schema.name}: {len(numeric)} numeric feature(s), nothing to shuffle; "
+                         "pick a table with at least two")
+    donors = np.random.default_rng(seed).permutation(numeric)
+    features = list(dataset.schema.features)
+    for i, j in zip(numeric, donors, strict=True):
+        source = dataset.schema.features[j]
+        features[i] = replace(features[i], label=source.label, unit=source.unit,
+                              description=source.description)
+    schema = replace(dataset.schema, features=tuple(features), name=f"{dataset.schema.name}_shuffled")
+    return Dataset(schema, dataset.frame, dataset.seed)
 
 
 def split_of(values: np.ndarray, ds: Dataset, split: str) -> np.ndarray:

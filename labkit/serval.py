@@ -15,13 +15,17 @@ The loop itself never reads a gold label: a test shows that permuting them leave
 weight unchanged. Gold labels are read in two places beside it, for the results table only:
 `_evaluate` scores the test split, and `supervised_reference` trains the same vertical model on
 the gold training labels (stopping early on the gold validation labels), the bound it is compared
-with.
+with. The one exception is asked for: `val_labels` gold validation rows let the guard
+(labkit.guard, `gold_report`) keep the best LLM and vertical model and stop a loop that hurts.
+A vertical model that does not rank the rows as the LLM labelled them (labkit.noisy's agreement
+check) ends the loop before back-tuning, with a warning.
 
 Everything lands in `out_dir/<task>/`: the annotation cache, one folder per finished iteration
-(record.json and the merged LLM weights), the SFT checkpoints of the iteration in progress. A run
-that is killed and started again skips the finished iterations, resumes back-tuning from its last
-checkpoint, and ends with the same numbers. `run.json` holds the settings and the LLM's fingerprint:
-a folder made with other ones is refused (labkit.runs) rather than mixed into the table.
+(record.json, predictions.npz and the merged LLM weights), the SFT checkpoints of the iteration in
+progress. A run that is killed and started again skips the finished iterations, resumes
+back-tuning from its last checkpoint, and ends with the same numbers. `run.json` holds the
+settings and the LLM's fingerprint: a folder made with other ones is refused (labkit.runs) rather
+than mixed into the table.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import shutil
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit import metrics, runs
+from labkit import guard, metrics, runs
 from labkit.annotate import LocalAnnotator, model_fingerprint
 from labkit.annotate.base import MODES, Mode
 from labkit.backtune import ANSWERS, Answers, backtune_examples
@@ -50,7 +54,7 @@ from labkit.config import option, require, require_choice, settings
 from labkit.data import SERVAL_TASKS, STYLES, TEXT_TASKS, Dataset, load, to_text
 from labkit.data.text import Style
 from labkit.loader import load_model, load_tokenizer
-from labkit.noisy import NOISY_METHODS, NoisyMethod, fit_noisy
+from labkit.noisy import NOISY_METHODS, NoisyMethod, RankingDisagreement, fit_noisy
 from labkit.noisy.selection import Balance
 from labkit.train import SFTConfig, checkpoint, train_sft
 from labkit.vertical import MODELS, ModelName, VerticalModel, model_factory
@@ -58,6 +62,8 @@ from labkit.vertical import MODELS, ModelName, VerticalModel, model_factory
 logger = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = SERVAL_TASKS + TEXT_TASKS
+PREDICTIONS = "predictions.npz"  # per iteration: the LLM and the vertical model on val and test
+FINAL_PREDICTIONS = "final_predictions.npz"  # the LLM in hand at the end, on val and test
 ABLATIONS: tuple[str, ...] = ("full", "no_confidence_filter", "hard_labels", "soft_labels", "one_iteration")
 
 
@@ -104,6 +110,10 @@ class ServalConfig:
               "(Spearman; no label read), or none when tuning moves it away; False: the last epoch")
     per_device_train_batch_size: int = option(16, "back-tuning: examples per batch")
     cutoff_len: int = option(1024, "back-tuning: longest example in tokens (the pocket LLM's positions)")
+    val_labels: int = option(
+        0, "gold validation labels the guard may read (labkit.guard): the LLM and the vertical model "
+           "are scored on that many validation rows at every iteration, the best of each is kept and the "
+           "loop stops when back-tuning lowers the LLM beyond their noise; 0: none, no gold label is read")
     seed: int = option(0, "the split, every model's initialization and every sample drawn")
     progress: bool = option(True, "show progress bars", bookkeeping=True)
 
@@ -122,6 +132,8 @@ class ServalConfig:
         require(self.max_train_rows is None or self.max_train_rows >= 10, self, "max_train_rows",
                 "use at least 10 rows, or None for all")
         require(self.learning_rate > 0, self, "learning_rate", "it must be positive")
+        require(self.val_labels == 0 or self.val_labels >= 4, self, "val_labels",
+                "use 0 (no gold label) or at least 4 rows (2 of each class)")
 
     def ablation(self, name: str) -> ServalConfig:
         """This config changed as one of the paper's ablations (see ABLATIONS)."""
@@ -150,6 +162,9 @@ class IterationRecord:
     agreement: float  # share of test rows where LLM and vertical model predict the same class
     annotated: int
     missing_annotations: int
+    answer_spread: float  # standard deviation of the LLM's answers on the training rows
+    annotator_agreement: dict[str, Any]  # Spearman of the vertical model vs the LLM's labels (labkit.noisy)
+    refused: bool  # the vertical model failed that check: no back-tuning, the loop stopped
     hard_labels: bool  # the vertical model learned from the answers rounded to 0/1
     selected: dict[str, int]
     backtune_examples: int
@@ -164,15 +179,19 @@ class ServalResult:
     task: str
     config: dict[str, Any]
     iterations: list[IterationRecord]
-    llm_final_auc: float  # the LLM after the last back-tuning, on the test split
+    llm_final_auc: float  # the LLM at the end (see kept_llm), on the test split
     llm_final_accuracy: float
     supervised_auc: float
     supervised_accuracy: float
+    kept_llm: int = 0  # the LLM's state at the end: after this many back-tunings (the guard may roll back)
+    kept_vertical: int = 1  # the iteration whose vertical model the row reports
+    gold: dict[str, Any] | None = None  # the guard's GoldReport (config.val_labels > 0)
+    warnings: list[str] = field(default_factory=list)  # label-free warning signs (labkit.guard.warnings)
 
     @property
     def row(self) -> dict[str, Any]:
         """One line of the results table."""
-        vertical = self.iterations[-1].vertical_auc
+        vertical = self.iterations[self.kept_vertical - 1].vertical_auc
         return {
             "task": self.task,
             "LLM zero-shot": round(self.iterations[0].llm_auc, 3),
@@ -380,20 +399,29 @@ def _iteration(task: _Task, it: int, model: CausalLM,
     targets, val_targets = (np.round(p_train), np.round(p_val)) if hard else (p_train, p_val)
 
     start = time.perf_counter()
-    vertical = fit_vertical(dataset, task.X_train, targets, (X_val, val_targets), config)
+    try:
+        vertical, refused = fit_vertical(dataset, task.X_train, targets, (X_val, val_targets), config), False
+    except RankingDisagreement as error:  # nothing to teach back; the record keeps what it scored
+        vertical, refused = error.model, True
     p_vertical = {"train": vertical.predict_proba(task.X_train), "val": vertical.predict_proba(X_val),
                   "test": vertical.predict_proba(X_test)}
     seconds["vertical"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    answers, threshold, balance = backtune_settings(config.noisy_method or default_noisy_method(dataset),
-                                                    config)
-    examples, selection = backtune_examples(task.texts["train"], p_vertical["train"], dataset.schema.task,
-                                            answers=answers, threshold=threshold, balance=balance,
-                                            max_examples=config.max_backtune_examples, seed=config.seed)
-    judge = _agreement_judge(tokenizer, task.texts["val"], p_vertical["val"], dataset, config, task.cache)
-    model, loss, epoch, scores = backtune(model, tokenizer, examples, config, task.folder / f"sft_{it}",
-                                          judge if config.choose_epoch else None)
+    examples: list[dict[str, Any]] = []
+    selected: dict[str, int] = {}
+    scores: list[float] = []
+    loss, epoch = float("nan"), 0
+    if not refused:
+        answers, threshold, balance = backtune_settings(
+            config.noisy_method or default_noisy_method(dataset), config)
+        examples, selection = backtune_examples(
+            task.texts["train"], p_vertical["train"], dataset.schema.task, answers=answers,
+            threshold=threshold, balance=balance, max_examples=config.max_backtune_examples, seed=config.seed)
+        selected = {str(k): v for k, v in selection.counts.items()}
+        judge = _agreement_judge(tokenizer, task.texts["val"], p_vertical["val"], dataset, config, task.cache)
+        model, loss, epoch, scores = backtune(model, tokenizer, examples, config, task.folder / f"sft_{it}",
+                                              judge if config.choose_epoch else None)
     seconds["backtune"] = time.perf_counter() - start
 
     llm_auc, llm_acc = _evaluate(dataset, p_test)
@@ -403,14 +431,16 @@ def _iteration(task: _Task, it: int, model: CausalLM,
     record = IterationRecord(
         iteration=it, llm_auc=llm_auc, llm_accuracy=llm_acc, vertical_auc=vertical_auc,
         vertical_accuracy=vertical_acc, agreement=agreement, annotated=len(p_train) + len(p_val),
-        missing_annotations=missing + missing_val, hard_labels=hard,
-        selected={str(k): v for k, v in selection.counts.items()},
-        backtune_examples=len(examples), backtune_loss=loss,
+        missing_annotations=missing + missing_val,
+        answer_spread=round(float(np.nanstd(p_train)), 4),
+        annotator_agreement=dict(vertical.info.get("annotator_agreement", {})), refused=refused,
+        hard_labels=hard, selected=selected, backtune_examples=len(examples), backtune_loss=loss,
         backtune_epoch=epoch, backtune_agreement=[round(x, 4) for x in scores],
         seconds={k: round(v, 1) for k, v in seconds.items()})
     done = task.folder / f"iteration_{it}"
     done.mkdir(parents=True, exist_ok=True)
-    np.savez(done / "test_predictions.npz", llm=p_test, vertical=p_vertical["test"])
+    np.savez(done / PREDICTIONS, llm=p_test, vertical=p_vertical["test"], llm_val=p_val,
+             vertical_val=p_vertical["val"])
     model.save_pretrained(done / "llm")
     tokenizer.save_pretrained(done / "llm")
     runs.atomic_write_text(done / "record.json", json.dumps(asdict(record), indent=2))  # marks it done
@@ -433,25 +463,71 @@ def run(task: str | Dataset, llm: str | Path | None = None, config: ServalConfig
     model, tokenizer = _load_llm(llm)
     runs.claim(data.folder, {"llm": model_fingerprint(model, tokenizer), **settings(config)})
     records: list[IterationRecord] = []
+    report: guard.GoldReport | None = None
     for it in range(1, config.iterations + 1):
         done = data.folder / f"iteration_{it}"
         if (done / "record.json").is_file():
             records.append(IterationRecord(**json.loads((done / "record.json").read_text())))
             model, tokenizer = _load_llm(done / "llm")
             say(f"{name}: iteration {it} already done, loaded from {done}")
-            continue
-        record, model = _iteration(data, it, model, tokenizer)
-        records.append(record)
-        say(f"{name}: iteration {it}: LLM AUC {record.llm_auc:.3f}, vertical AUC {record.vertical_auc:.3f}, "
-            f"agreement {record.agreement:.2f}, {record.backtune_examples} back-tuning examples")
+        else:
+            record, model = _iteration(data, it, model, tokenizer)
+            records.append(record)
+            say(f"{name}: iteration {it}: LLM AUC {record.llm_auc:.3f}, vertical AUC "
+                f"{record.vertical_auc:.3f}, agreement {record.agreement:.2f}, "
+                f"{record.backtune_examples} back-tuning examples")
+        if records[-1].refused:
+            say(f"{name}: iteration {it}: the vertical model does not follow the LLM's labels "
+                f"({records[-1].annotator_agreement}); no back-tuning, the loop stops")
+            break
+        if config.val_labels:
+            report = gold_report(dataset, config, data.folder, records,
+                                 annotate(data.annotator(model, tokenizer), data.texts["val"], dataset)[0])
+            if report.stopped_after is not None:
+                say(f"{name}: " + report.lines()[1])
+                break
 
     final = data.annotator(model, tokenizer)
-    llm_final_auc, llm_final_acc = _evaluate(dataset, annotate(final, data.texts["test"], dataset)[0])
+    p_final = {split: annotate(final, data.texts[split], dataset)[0] for split in ("val", "test")}
+    np.savez(data.folder / FINAL_PREDICTIONS, llm=p_final["test"], llm_val=p_final["val"])
+    if config.val_labels:
+        report = gold_report(dataset, config, data.folder, records, p_final["val"])
+    kept_llm = report.kept_llm if report else tunings(records)
+    kept_vertical = report.kept_vertical if report else last_accepted(records)
+    llm_auc, llm_acc = (_evaluate(dataset, p_final["test"]) if kept_llm == tunings(records)
+                        else (records[kept_llm].llm_auc, records[kept_llm].llm_accuracy))
     supervised_auc, supervised_acc = supervised_reference(dataset, config)
-    result = ServalResult(name, asdict(config), records, llm_final_auc, llm_final_acc,
-                          supervised_auc, supervised_acc)
+    result = ServalResult(name, asdict(config), records, llm_auc, llm_acc, supervised_auc, supervised_acc,
+                          kept_llm=kept_llm, kept_vertical=kept_vertical,
+                          gold=asdict(report) if report else None, warnings=guard.warnings(records))
     runs.atomic_write_text(data.folder / "result.json", json.dumps(result.to_json(), indent=2))
     return result
+
+
+def tunings(records: list[IterationRecord]) -> int:
+    """How many back-tunings the records made (a refused iteration makes none)."""
+    return sum(not r.refused for r in records)
+
+
+def last_accepted(records: list[IterationRecord]) -> int:
+    """The last iteration whose vertical model passed the agreement check (the last one if none did)."""
+    accepted = [r.iteration for r in records if not r.refused]
+    return accepted[-1] if accepted else records[-1].iteration
+
+
+def gold_report(dataset: Dataset, config: ServalConfig, folder: Path, records: list[IterationRecord],
+                llm_val: np.ndarray) -> guard.GoldReport:
+    """The guard's verdict on a run's records so far (labkit.guard.judge): config.val_labels gold
+    validation rows, the LLM's answers on them per state (those saved with each iteration, and
+    `llm_val`, the model in hand, unless the last iteration made no back-tuning) and each vertical
+    model's. `benchmarks/serval_guard.py` applies it to unguarded runs: the same verdict, since
+    the gold labels change nothing before the loop stops."""
+    labels = dataset.labels("val")
+    rows = guard.gold_rows(labels, config.val_labels, config.seed)
+    saved = [np.load(folder / f"iteration_{r.iteration}" / PREDICTIONS) for r in records]
+    states = [s["llm_val"] for s in saved] + ([] if records[-1].refused else [llm_val])
+    return guard.judge(labels[rows], [p[rows] for p in states], [s["vertical_val"][rows] for s in saved],
+                       config.seed)
 
 
 def results_table(results: list[ServalResult]) -> pd.DataFrame:

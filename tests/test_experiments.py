@@ -184,3 +184,23 @@ def test_a_refused_model_is_reported_with_the_auc_it_would_have_scored(monkeypat
     assert np.isnan(row["auc"]) and "ranks against" in row["error"]
     expected = experiments.scores(ds.labels("test"), backwards.predict_proba(ds.features("test")))["auc"]
     assert row["refused_auc"] == pytest.approx(expected) and row["refused_auc"] < 0.2
+
+
+def test_a_weakened_annotator_reads_the_same_numbers_under_other_names() -> None:
+    from labkit.data import to_text
+    from labkit.experiments import with_shuffled_names
+
+    ilpd = load("ilpd", seed=1)
+    weak = with_shuffled_names(ilpd)
+    assert weak.schema.name == "ilpd_shuffled" and weak.schema.feature_names == ilpd.schema.feature_names
+    pd.testing.assert_frame_equal(weak.features("test"), ilpd.features("test"))
+    np.testing.assert_array_equal(weak.labels("val"), ilpd.labels("val"))
+    numeric = [f.name for f in ilpd.schema.features if f.kind == "numeric"]
+    moved = [n for n in numeric if weak.schema.feature(n).label != ilpd.schema.feature(n).label]
+    assert len(moved) >= 2
+    assert sorted(weak.schema.feature(n).label for n in numeric) == sorted(
+        ilpd.schema.feature(n).label for n in numeric)  # a permutation of the names
+    row = ilpd.features("train").iloc[0].to_dict()
+    assert to_text(row, weak.schema) != to_text(row, ilpd.schema)
+    with pytest.raises(ValueError, match="nothing to shuffle"):
+        with_shuffled_names(load("early_diabetes"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from tiny_models import tiny_chat_model  # tests/ is on sys.path (conftest.py)
 import labkit.data as data
 import labkit.serval as serval
 from labkit.data import Dataset
+from labkit.noisy import RankingDisagreement
 
 CONFIG = serval.ServalConfig(
     iterations=2, vertical="mlp", vertical_options={"epochs": 8}, noisy_method="confident",
@@ -53,8 +54,8 @@ def _assert_same_training(a: Path, b: Path, iterations: int) -> None:
     for it in range(1, iterations + 1):
         wa, wb = _weights(a / f"iteration_{it}" / "llm"), _weights(b / f"iteration_{it}" / "llm")
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-        pa = np.load(a / f"iteration_{it}" / "test_predictions.npz")
-        pb = np.load(b / f"iteration_{it}" / "test_predictions.npz")
+        pa = np.load(a / f"iteration_{it}" / "predictions.npz")
+        pb = np.load(b / f"iteration_{it}" / "predictions.npz")
         np.testing.assert_array_equal(pa["vertical"], pb["vertical"])
         np.testing.assert_array_equal(pa["llm"], pb["llm"])
 
@@ -115,6 +116,49 @@ def test_a_folder_with_another_runs_settings_is_refused(llm: Path, tmp_path: Pat
         serval.run("pima", llm, replace(config, learning_rate=1e-3), tmp_path, log=lambda _: None)
     more = serval.run("pima", llm, replace(config, iterations=2), tmp_path, log=lambda _: None)
     assert len(more.iterations) == 2  # more iterations extend the run
+
+
+def test_the_guard_keeps_online_what_it_keeps_reading_the_unguarded_run(llm: Path, tmp_path: Path) -> None:
+    config = replace(CONFIG, noisy_method="naive")
+    plain = serval.run("pima", llm, config, tmp_path / "plain", log=lambda _: None)
+    guarded_config = replace(config, val_labels=20)
+    guarded = serval.run("pima", llm, guarded_config, tmp_path / "guarded", log=lambda _: None)
+    folder = tmp_path / "plain" / "pima"
+    offline = serval.gold_report(data.load("pima"), guarded_config, folder, plain.iterations,
+                                 np.load(folder / serval.FINAL_PREDICTIONS)["llm_val"])
+    assert plain.gold is None and guarded.gold == asdict(offline) and offline.rows == 20
+    assert (guarded.kept_llm, guarded.kept_vertical) == (offline.kept_llm, offline.kept_vertical)
+    # the row reports the kept states: the LLM after kept_llm back-tunings annotated the next iteration
+    kept_llm_auc = (plain.llm_final_auc if offline.kept_llm == config.iterations
+                    else plain.iterations[offline.kept_llm].llm_auc)
+    assert guarded.row["LLM after SERVAL"] == round(kept_llm_auc, 3)
+    kept_vertical_auc = plain.iterations[offline.kept_vertical - 1].vertical_auc
+    assert guarded.row["vertical (SERVAL)"] == round(kept_vertical_auc, 3)
+
+
+def test_a_vertical_model_that_does_not_follow_the_llm_stops_the_loop_before_back_tuning(
+        llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fit, fits = serval.fit_vertical, []
+
+    def refused_in_iteration_2(*args, **kwargs):  # type: ignore[no-untyped-def]
+        model = real_fit(*args, **kwargs)
+        fits.append(model)
+        if len(fits) == 2:  # as fit_noisy refuses it: the model travels with the error
+            raise RankingDisagreement("does not rank the rows as the annotator does", model)
+        return model
+
+    monkeypatch.setattr(serval, "fit_vertical", refused_in_iteration_2)
+    config = replace(CONFIG, iterations=3, noisy_method="naive")
+    result = serval.run("pima", llm, config, tmp_path, log=lambda _: None)
+    assert [r.refused for r in result.iterations] == [False, True]
+    assert not (tmp_path / "pima" / "iteration_3").exists()
+    assert result.iterations[1].backtune_examples == 0 and result.iterations[0].backtune_examples > 0
+    # the LLM in hand was tuned once; the row reports the vertical model that was not refused
+    assert result.kept_llm == 1 and result.llm_final_auc == result.iterations[1].llm_auc
+    assert result.row["vertical (SERVAL)"] == round(result.iterations[0].vertical_auc, 3)
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("iteration 2:")
+    again = serval.run("pima", llm, config, tmp_path, log=lambda _: None)  # read back: stops again
+    assert len(fits) == 2 and again.row == result.row
 
 
 @pytest.mark.parametrize(("scores", "kept"), [([0.5, 0.9, 0.4], 1), ([0.5, 0.4, 0.9], 2),

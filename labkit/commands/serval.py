@@ -3,6 +3,7 @@
 Every ServalConfig field is a flag (`labkit serval --help`), e.g.
     labkit serval --tasks hcv --iterations 1
     labkit serval --config my_run.yaml --seed 1
+    labkit serval --tasks heart --val_labels 50   # the guard: 50 gold validation rows (labkit.guard)
 Writes the results table, every record and a figure into --out, and resumes what is there.
 """
 
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from labkit import config
+from labkit.guard import GoldReport
 from labkit.serval import ABLATIONS, TASKS, ServalConfig, results_table, run, save_results, summary
 
 # A small, quick run (CI, smoke tests).
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     table = results_table(results)
     print(table.to_string())
     print(summary(table))
+    for result in results:
+        for line in result.warnings + (GoldReport(**result.gold).lines() if result.gold else []):
+            print(f"{result.task}: {line}")
     written = save_results(results, args.out)
     print("\nwrote " + ", ".join(map(str, written)))
     return 0
