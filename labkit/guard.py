@@ -31,7 +31,7 @@ BOOTSTRAP_SAMPLES = 2000
 LEVEL = 0.95  # of the bootstrap intervals
 # A back-tuned LLM replaces the kept state when it scores higher on the gold rows and on at least
 # this share of their resamples (chosen on the development tasks: docs/serval_guard.md).
-ADOPT = 0.5
+ADOPT = 0.9
 # Below this Spearman correlation between the first vertical model and the LLM's labels it learned
 # from (signs: vertical_follows), the run warns (set on the development tasks, docs/serval_guard.md).
 LOOSE = 0.6

@@ -395,6 +395,57 @@ def _forward_mean(logits, noisy_targets, transition):
         logits, noisy_targets, transition)))
 
 
+def _change_auc(labels, p, rows):
+    y = np.asarray(labels)[rows]
+    if y.min() == y.max():
+        return None
+    from labkit import metrics
+    return metrics.auc(y, np.asarray(p, dtype=float)[rows])
+
+
+def _change_full(labels, p_best, p_new):
+    rows = np.arange(len(labels))
+    return _change_auc(labels, p_new, rows) - _change_auc(labels, p_best, rows)
+
+
+def _change_unpaired(labels, p_best, p_new, draws):
+    """Each state on its own resamples: the shared luck of the sample no longer cancels."""
+    pairs = zip(draws, draws[1:] + draws[:1])
+    changes = [_change_auc(labels, p_new, a) - _change_auc(labels, p_best, b) for a, b in pairs
+               if _change_auc(labels, p_new, a) is not None and _change_auc(labels, p_best, b) is not None]
+    return [_change_full(labels, p_best, p_new), *np.percentile(changes, [2.5, 97.5]).tolist()]
+
+
+def _change_one_class_as_no_change(labels, p_best, p_new, draws):
+    """A resample with one class counted as a change of 0 instead of being left out."""
+    changes = [0.0 if _change_auc(labels, p_new, d) is None
+               else _change_auc(labels, p_new, d) - _change_auc(labels, p_best, d) for d in draws]
+    return [_change_full(labels, p_best, p_new), *np.percentile(changes, [2.5, 97.5]).tolist()]
+
+
+def _changes(labels, p_best, p_new, draws):
+    return [_change_auc(labels, p_new, d) - _change_auc(labels, p_best, d) for d in draws
+            if _change_auc(labels, p_new, d) is not None]
+
+
+def _change_normal_interval(labels, p_best, p_new, draws):
+    """mean +- 1.96 standard deviations of the resampled changes instead of their percentiles."""
+    changes = np.array(_changes(labels, p_best, p_new, draws))
+    return [_change_full(labels, p_best, p_new), changes.mean() - 1.96 * changes.std(),
+            changes.mean() + 1.96 * changes.std()]
+
+
+def _change_90_percent(labels, p_best, p_new, draws):
+    return [_change_full(labels, p_best, p_new),
+            *np.percentile(_changes(labels, p_best, p_new, draws), [5, 95]).tolist()]
+
+
+def _change_reversed(labels, p_best, p_new, draws):
+    """best - new: the interval of the wrong sign."""
+    low, high = np.percentile(_changes(labels, p_best, p_new, draws), [2.5, 97.5])
+    return [-_change_full(labels, p_best, p_new), -high, -low]
+
+
 def _summary_best_by_test_auc(records, llm_final_auc, supervised_auc):
     """The best iteration by (test) AUC: selection on the test split."""
     best = max(r["vertical_auc"] for r in records)
@@ -470,6 +521,8 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "07.budget": [_budget_strictly_under, _budget_without_activations],
     "04.mask": [_mask_padding_by_id, _mask_the_answer_start_too],
     "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
+    "05.change": [_change_unpaired, _change_one_class_as_no_change, _change_normal_interval,
+                  _change_90_percent, _change_reversed],
     "05.summary": [_summary_best_by_test_auc, _summary_without_the_last_back_tuning, _summary_as_a_fraction],
     "03.forward": [_forward_transposed, _forward_uncorrected, _forward_unclamped, _forward_column_sums,
                    _forward_corrects_the_target, _forward_mean],

@@ -61,14 +61,17 @@ def test_a_back_tuning_that_lowers_the_llm_beyond_its_noise_stops_the_loop_and_r
     assert "lowered the LLM's gold AUC" in "\n".join(report.lines())
 
 
-def test_a_change_within_the_noise_goes_on_and_the_best_state_is_kept() -> None:
+def test_a_change_within_the_noise_goes_on_and_a_state_is_adopted_only_on_enough_resamples() -> None:
     states = [_noisy_ranking(LABELS, 2.5, seed) for seed in (0, 1, 2)]
-    report = guard.judge(LABELS, states, [states[2], states[0]], seed=0)
-    assert report.stopped_after is None and len(report.llm_auc) == 3
-    assert report.kept_llm == int(np.argmax(report.llm_auc))
-    assert report.kept_vertical == 2 if report.vertical_auc[1] > report.vertical_auc[0] else 1
-    for auc, (low, high) in zip(report.llm_auc, report.llm_interval, strict=True):
+    lenient = guard.judge(LABELS, states, [states[2], states[0]], seed=0, adopt=0.0)
+    assert lenient.stopped_after is None and len(lenient.llm_auc) == 3
+    assert lenient.kept_llm == int(np.argmax(lenient.llm_auc))  # adopt 0: the best on the rows
+    assert lenient.kept_vertical == (2 if lenient.vertical_auc[1] > lenient.vertical_auc[0] else 1)
+    for auc, (low, high) in zip(lenient.llm_auc, lenient.llm_interval, strict=True):
         assert low <= auc <= high and high - low > 0.05  # 50 rows: a wide interval
+    strict = guard.judge(LABELS, states, [states[2], states[0]], seed=0, adopt=0.99)
+    assert strict.kept_llm == 0 and max(strict.llm_better) < 0.99  # no change is that sure
+    assert guard.judge(LABELS, [states[0], _noisy_ranking(LABELS, 0.5, 3)], [], seed=0, adopt=0.99).kept_llm == 1
 
 
 def test_equal_states_keep_the_earlier_one_and_missing_answers_score_one_half() -> None:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from labkit import guard
 from labkit.grading.exercise import Case, Exercise, case
 
 
@@ -25,7 +26,8 @@ def gap_closed(before: float, after: float, target: float) -> float:
 
 def summarize_run(records: list[dict[str, float]], llm_final_auc: float,
                   supervised_auc: float) -> dict[str, float]:
-    """Reference: a run's line of the results table, as labkit.serval.ServalResult.row computes it.
+    """Reference: a run's line of the results table, as labkit.serval.ServalResult.row computes it
+    for a run without the guard (ServalConfig.val_labels = 0) whose vertical models were all accepted.
     llm_gain: the LLM after the last back-tuning (llm_final_auc) minus the zero-shot LLM (the first
     record's llm_auc); vertical_auc: the last iteration's (the run has no label to pick another
     by: picking the best by test AUC would select on the test split); pct_of_supervised: 100 *
@@ -33,6 +35,17 @@ def summarize_run(records: list[dict[str, float]], llm_final_auc: float,
     vertical = float(records[-1]["vertical_auc"])
     return {"llm_gain": float(llm_final_auc - records[0]["llm_auc"]), "vertical_auc": vertical,
             "pct_of_supervised": 100 * vertical / supervised_auc}
+
+
+def auc_change_interval(labels: list[int], p_best: list[float], p_new: list[float],
+                        draws: list[list[int]]) -> list[float]:
+    """Reference: [change, low, high]: AUC(p_new) - AUC(p_best) on the rows, and the 2.5% and 97.5%
+    percentiles (numpy's default, linear) of that change over the resamples `draws` (each a list
+    of row indices), both scored on the same resampled rows; a resample holding one class only is
+    left out. labkit.guard.change_interval."""
+    change, low, high = guard.change_interval(np.asarray(labels), np.asarray(p_best, dtype=float),
+                                              np.asarray(p_new, dtype=float), np.asarray(draws))
+    return [float(change), low, high]
 
 
 def _hidden_agreement(rng: np.random.Generator) -> list[Case]:
@@ -66,6 +79,19 @@ def _hidden_summary(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _hidden_change(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for n, noise in ((12, 0.05), (30, 0.1), (50, 0.02), (9, 0.3)):
+        labels = rng.permutation([1] * (n // 3) + [0] * (n - n // 3))
+        best = np.clip(0.5 + 0.25 * (labels - 0.5) + 0.2 * rng.standard_normal(n), 0, 1)
+        new = np.clip(best + noise * rng.standard_normal(n), 0, 1)  # a state close to the best: paired
+        draws = rng.integers(0, n, size=(200, n))
+        draws[:3] = np.flatnonzero(labels == 0)[0]  # resamples of one class only: left out
+        cases.append(case([int(x) for x in labels], [round(float(x), 3) for x in best],
+                          [round(float(x), 3) for x in new], draws.tolist()))
+    return cases
+
+
 EXERCISES = [
     Exercise(
         id="05.agreement", function="agreement", tier="warm-up", points=1,
@@ -84,7 +110,7 @@ EXERCISES = [
         hidden=_hidden_gap,
     ),
     Exercise(
-        id="05.summary", function="summarize_run", tier="stretch", points=3,
+        id="05.summary", function="summarize_run", tier="core", points=2,
         task="summarize_run(records, llm_final_auc, supervised_auc) -> {'llm_gain', "
              "'vertical_auc', 'pct_of_supervised'}: the LLM after the last back-tuning minus the "
              "zero-shot LLM, the last iteration's vertical AUC (never the best by test AUC) and "
@@ -93,5 +119,16 @@ EXERCISES = [
         examples=(case([{"iteration": 1, "llm_auc": 0.71, "vertical_auc": 0.80},
                         {"iteration": 2, "llm_auc": 0.76, "vertical_auc": 0.83}], 0.78, 0.86),),
         hidden=_hidden_summary,
+    ),
+    Exercise(
+        id="05.change", function="auc_change_interval", tier="stretch", points=3,
+        task="auc_change_interval(labels, p_best, p_new, draws) -> [change, low, high]: AUC(p_new) - "
+             "AUC(p_best), and the 2.5% and 97.5% percentiles of that change over the resampled rows "
+             "(both states on the same draw; draws with one class only left out).",
+        reference=auc_change_interval,
+        examples=(case([1, 0, 1, 0, 0, 1], [0.9, 0.2, 0.6, 0.4, 0.3, 0.7], [0.8, 0.3, 0.4, 0.5, 0.2, 0.9],
+                       [[0, 1, 2, 3, 4, 5], [0, 0, 1, 1, 2, 3], [1, 3, 4, 1, 3, 4], [5, 4, 3, 2, 1, 0],
+                        [2, 2, 3, 3, 4, 5]]),),
+        hidden=_hidden_change,
     ),
 ]
