@@ -16,7 +16,8 @@ weight unchanged. Gold labels are read in two places beside it, for the results 
 `_evaluate` scores the test split, and `supervised_reference` trains the same vertical model on
 the gold training labels (stopping early on the gold validation labels), the bound it is compared
 with. The one exception is asked for: `val_labels` gold validation rows let the guard
-(labkit.guard, `gold_report`) keep the best LLM and vertical model and stop a loop that hurts.
+(labkit.guard, `gold_report`) keep the LLM they vouch for and the best vertical model, and stop
+a loop that hurts.
 A vertical model that does not rank the rows as the LLM labelled them (labkit.noisy's agreement
 check) ends the loop before back-tuning, with a warning.
 
@@ -112,8 +113,9 @@ class ServalConfig:
     cutoff_len: int = option(1024, "back-tuning: longest example in tokens (the pocket LLM's positions)")
     val_labels: int = option(
         0, "gold validation labels the guard may read (labkit.guard): the LLM and the vertical model "
-           "are scored on that many validation rows at every iteration, the best of each is kept and the "
-           "loop stops when back-tuning lowers the LLM beyond their noise; 0: none, no gold label is read")
+           "are scored on that many validation rows at every iteration; a back-tuned LLM is kept only "
+           "when they vouch for it, the best vertical model is kept, and the loop stops when back-tuning "
+           "lowers the LLM beyond their noise; 0: none, no gold label is read")
     seed: int = option(0, "the split, every model's initialization and every sample drawn")
     progress: bool = option(True, "show progress bars", bookkeeping=True)
 
