@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/serval_guard.py --tasks pima ilpd_shuffled --seeds 0 --no-doc
 
 Each task and seed (the seed fixes the split and every initialization) is one SERVAL run with the
-defaults (`labkit.serval.ServalConfig`, 2 iterations, no gold label), kept in runs/serval_guard/
-(an interrupted benchmark resumes). Its guarded version is read from the same run: the guard
-(`labkit.serval.gold_report`, --gold validation rows) decides what to keep from the LLM's and the
-vertical models' saved answers on those rows; a guarded run makes exactly these states until it
-stops, so the verdict is the one `ServalConfig(val_labels=...)` would reach online (a test in
-tests/test_serval.py checks it).
+defaults (`labkit.serval.ServalConfig`, 2 iterations, no gold label), kept in runs/seeds/
+(an interrupted benchmark resumes; benchmarks/serval_seeds.py makes the same runs). Its guarded
+version is read from the same run: the guard (`labkit.serval.gold_report`, --gold validation rows)
+decides what to keep from the LLM's and the vertical models' saved answers on those rows; a
+guarded run makes exactly these states until it stops, so the verdict is the one
+`ServalConfig(val_labels=...)` would reach online (a test in tests/test_serval.py checks it).
 
 Tasks: the six of the README table, and weakened annotators: `<table>_shuffled` is the pocket LLM
 reading each numeric value under another feature's name (labkit.experiments.with_shuffled_names),
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 
 from labkit import guard, serval
 from labkit.data import Dataset, load
+from labkit.docblocks import write_block
 from labkit.experiments import with_shuffled_names
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "serval_guard.md"
@@ -187,22 +187,14 @@ def markdown(runs: pd.DataFrame, gold: int, source: str) -> str:
     ])
 
 
-def write_doc(text: str, path: Path = DOC) -> None:
-    begin, end = "<!-- BEGIN serval_guard benchmark -->", "<!-- END serval_guard benchmark -->"
-    doc = path.read_text(encoding="utf-8")
-    if begin not in doc:
-        raise SystemExit(f"{path}: no {begin} marker; add it (and {end}) where the tables go")
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", doc), encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--gold", type=int, default=50, help="gold validation rows the guard reads")
-    parser.add_argument("--out", type=Path, default=Path("runs/serval_guard"))
+    parser.add_argument("--out", type=Path, default=Path("runs/seeds"),
+                        help="run folders (resumed; benchmarks/serval_seeds.py makes the same runs)")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--finished-only", action="store_true",
                         help="tabulate the finished runs, start none (the doc lists the ones left out)")
@@ -216,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(runs, args.gold, source)
     print(text)
     if not args.no_doc:
-        write_doc(text)
+        write_block(DOC, "serval_guard benchmark", text)
         print(f"\nwrote {DOC}")
     return 0
 
