@@ -9,7 +9,9 @@ loop can make both models worse, and nothing in a label-free run shows it. Two r
    the kept one when it scores higher, on the rows and on at least ADOPT of their bootstrap
    resamples; the loop stops when a back-tuning lowers the LLM beyond the noise of so few rows:
    when the upper end of the paired bootstrap 95% interval of AUC(new) - AUC(kept) is below zero
-   (Efron & Tibshirani 1993, ch. 13). The vertical model kept is the one that scores highest.
+   (Efron & Tibshirani 1993, ch. 13). The vertical model kept is the one that scores highest;
+   when it ranks the rows worse than the kept LLM beyond their noise (the same paired interval),
+   the report says so: the LLM's answers are then the better labels of the two.
 2. **Warning signs** that need no label, read from the run's records (`signs`, `warnings`).
 
 How both were chosen (on development tasks) and what they catch on the reported ones:
@@ -116,26 +118,45 @@ class GoldReport:
     llm_auc: list[float] = field(default_factory=list)
     llm_interval: list[tuple[float, float]] = field(default_factory=list)
     vertical_auc: list[float] = field(default_factory=list)
+    vertical_interval: list[tuple[float, float]] = field(default_factory=list)
     # per back-tuning k: AUC(state k) - AUC(the state kept before it), and its interval
     llm_change: list[tuple[float, float, float]] = field(default_factory=list)
     llm_better: list[float] = field(default_factory=list)  # share of resamples where state k scored higher
     kept_llm: int = 0
     kept_vertical: int = 0  # 0: no vertical model was trained
     stopped_after: int | None = None  # the back-tuning that lowered the LLM beyond its noise
+    # AUC(kept vertical model) - AUC(kept LLM) on the rows, and its interval (None: no vertical model)
+    vertical_vs_llm: tuple[float, float, float] | None = None
+
+    @property
+    def vertical_below_llm(self) -> bool:
+        """The kept vertical model ranks the gold rows worse than the kept LLM beyond their noise."""
+        return self.vertical_vs_llm is not None and self.vertical_vs_llm[2] < 0
 
     def lines(self) -> list[str]:
         """What the run summary prints about it."""
         out = [f"gold validation rows: {self.rows}; LLM AUC on them per state "
-               + ", ".join(f"{k}: {a:.3f} [{lo:.2f}, {hi:.2f}]"
-                           for k, (a, (lo, hi)) in enumerate(zip(self.llm_auc, self.llm_interval,
-                                                                  strict=True)))]
+               + _scored(self.llm_auc, self.llm_interval, first=0)]
         if self.stopped_after is not None:
             change, low, high = self.llm_change[self.stopped_after - 1]
             out.append(f"back-tuning {self.stopped_after} lowered the LLM's gold AUC by {-change:.3f} "
                        f"(95% interval of the change [{low:+.3f}, {high:+.3f}]): the loop stopped there")
+        if self.vertical_auc:
+            out.append("vertical model AUC on them per iteration "
+                       + _scored(self.vertical_auc, self.vertical_interval, first=1))
         out.append(f"kept: the LLM after {self.kept_llm} back-tuning(s), the vertical model of "
                    f"iteration {self.kept_vertical}")
+        if self.vertical_below_llm and self.vertical_vs_llm is not None:
+            change, low, high = self.vertical_vs_llm
+            out.append(f"the vertical model kept ranks the gold rows worse than the LLM kept (AUC "
+                       f"{change:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}]): use the LLM's answers, "
+                       "not the vertical model")
         return out
+
+
+def _scored(aucs: Sequence[float], intervals: Sequence[tuple[float, float]], first: int) -> str:
+    return ", ".join(f"{k}: {a:.3f} [{lo:.2f}, {hi:.2f}]"
+                     for k, (a, (lo, hi)) in enumerate(zip(aucs, intervals, strict=True), first))
 
 
 def judge(labels: np.ndarray, llm_states: Sequence[np.ndarray], verticals: Sequence[np.ndarray],
@@ -170,9 +191,12 @@ def judge(labels: np.ndarray, llm_states: Sequence[np.ndarray], verticals: Seque
             best = k
     report.kept_llm = best
     last = report.stopped_after or len(states)
-    report.vertical_auc = [metrics.auc(y, _filled(np.asarray(p, dtype=float))) for p in verticals[:last]]
-    if report.vertical_auc:
+    vertical = [_filled(np.asarray(p, dtype=float)) for p in verticals[:last]]
+    report.vertical_auc = [metrics.auc(y, p) for p in vertical]
+    report.vertical_interval = [_interval(_resampled_auc(y, [p], draws)[:, 0]) for p in vertical]
+    if vertical:
         report.kept_vertical = 1 + int(np.argmax(report.vertical_auc))  # the first of equals
+        report.vertical_vs_llm = change_interval(y, states[best], vertical[report.kept_vertical - 1], draws)
     return report
 
 

@@ -71,7 +71,8 @@ def test_a_change_within_the_noise_goes_on_and_a_state_is_adopted_only_on_enough
         assert low <= auc <= high and high - low > 0.05  # 50 rows: a wide interval
     strict = guard.judge(LABELS, states, [states[2], states[0]], seed=0, adopt=0.99)
     assert strict.kept_llm == 0 and max(strict.llm_better) < 0.99  # no change is that sure
-    assert guard.judge(LABELS, [states[0], _noisy_ranking(LABELS, 0.5, 3)], [], seed=0, adopt=0.99).kept_llm == 1
+    sure = guard.judge(LABELS, [states[0], _noisy_ranking(LABELS, 0.5, 3)], [], seed=0, adopt=0.99)
+    assert sure.kept_llm == 1
 
 
 def test_equal_states_keep_the_earlier_one_and_missing_answers_score_one_half() -> None:
@@ -81,6 +82,21 @@ def test_equal_states_keep_the_earlier_one_and_missing_answers_score_one_half() 
     missing[LABELS == 1] = np.nan  # every positive unanswered: they all tie at 0.5
     report = guard.judge(LABELS, [p, missing], [p], seed=0)
     assert report.llm_auc[1] == pytest.approx(metrics.auc(LABELS, np.where(np.isnan(missing), 0.5, p)))
+
+
+def test_a_vertical_model_worse_than_the_kept_llm_beyond_the_noise_is_reported() -> None:
+    llm = _noisy_ranking(LABELS, 1.0, 0)
+    inverted = _noisy_ranking(1 - LABELS, 1.0, 1)  # a vertical model that learned the wrong way round
+    report = guard.judge(LABELS, [llm, llm, llm], [inverted, _noisy_ranking(LABELS, 8.0, 2)], seed=0)
+    change, low, high = report.vertical_vs_llm or (0.0, 0.0, 0.0)
+    kept = report.vertical_auc[report.kept_vertical - 1]
+    assert change == pytest.approx(kept - report.llm_auc[0]) and low < change < high < 0
+    assert report.vertical_below_llm and "use the LLM's answers" in "\n".join(report.lines())
+    printed = "\n".join(report.lines())
+    assert all(f"{k}: {a:.3f}" in printed for k, a in enumerate(report.vertical_auc, 1))
+    close = guard.judge(LABELS, [llm], [_noisy_ranking(LABELS, 1.0, 3)], seed=0)
+    assert not close.vertical_below_llm and "use the LLM's answers" not in "\n".join(close.lines())
+    assert guard.judge(LABELS, [llm], [], seed=0).vertical_vs_llm is None
 
 
 def _record(iteration: int, follows: float, refused: bool = False, epoch: int = 2) -> SimpleNamespace:
