@@ -3,6 +3,7 @@
     labkit doctor                 versions, CPU/GPU, the dtype the kit will use, offline or not
     labkit export llamafactory    a fine-tuning run as a LlamaFactory job (YAML, dataset_info, data)
     labkit course build|run       build student notebooks from solutions/ | run every notebook
+    labkit data check PATH        validate a dataset (schema file or folder, or a shipped name)
     labkit grade NB.ipynb [...]   grade submissions (a notebook, several, or a folder)
     labkit pretrain               rebuild the pocket LLM from scratch
     labkit serve                  an OpenAI-compatible server over a local model
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "labkit.commands.doctor",
     "export": "labkit.commands.export",
     "course": "labkit.commands.course",
+    "data": "labkit.commands.data",
     "grade": "labkit.commands.grade",
     "pretrain": "labkit.commands.pretrain",
     "serve": "labkit.commands.serve",

@@ -4,6 +4,7 @@ Every ServalConfig field is a flag (`labkit serval --help`), e.g.
     labkit serval --tasks hcv --iterations 1
     labkit serval --config my_run.yaml --seed 1
     labkit serval --tasks heart --val_labels 50   # the guard: 50 gold validation rows (labkit.guard)
+    labkit serval --tasks docs/examples/breast_cytology   # a dataset described by files
 Writes the results table, every record and a figure into --out, and resumes what is there.
 """
 
@@ -24,7 +25,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ServalConfig]:
     parser = argparse.ArgumentParser(prog="labkit serval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     command = parser.add_argument_group("the run")
-    command.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    command.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK",
+                         help=f"shipped tasks ({', '.join(TASKS)}) or the folders or schema files of "
+                              "your own datasets (docs/teaching.md, 'Add your own task')")
     command.add_argument("--llm", default=None, help="model folder or hub id (default: the pocket LLM)")
     command.add_argument("--out", type=Path, default=Path("runs/serval"),
                          help="output folder (resumes what is there)")
@@ -34,6 +37,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ServalConfig]:
     config.add_config_file(command)
     config.add_arguments(parser, ServalConfig)
     args = config.parse(parser, argv, presets={"fast": FAST})
+    unknown = [t for t in args.tasks if t not in TASKS and not Path(t).exists()]
+    if unknown:
+        parser.error(f"--tasks: {unknown} are neither shipped tasks ({', '.join(TASKS)}) "
+                     "nor paths that exist")
     return args, config.from_arguments(ServalConfig, args).ablation(args.ablation)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from labkit.data.schema import Schema, canonical_code
+from labkit.data.schema_file import SUFFIXES, read_schema, schema_path
 from labkit.paths import DATASETS_DIR
 
 SPLITS = ("train", "val", "test")
@@ -60,7 +61,7 @@ def _read_raw(schema: Schema, path: Path) -> pd.DataFrame:
     if unexpected:
         raise DataError(
             f"{path}: unexpected column(s) {unexpected} for dataset {schema.name!r}; "
-            "add them to its schema in labkit/data/registry.py or remove them from the file."
+            "add them to its schema file (data/datasets/<name>.yaml) or remove them from the file."
         )
     return raw.rename(columns=schema.rename)
 
@@ -172,10 +173,39 @@ class Dataset:
         return f"Dataset({self.schema.name!r}, {len(self)} rows: {sizes}; seed {self.seed})"
 
 
-def load(name: str, seed: int = 0) -> Dataset:
-    """Load a shipped dataset by name (see `DATASETS`), split by `seed`."""
+def load(name: str | Path, seed: int = 0) -> Dataset:
+    """Load a dataset, split by `seed`: a shipped one by name (see `DATASETS`), or a teacher's by
+    the path of its schema file or of its folder (labkit.data.schema_file; docs/teaching.md)."""
     from labkit.data.registry import SCHEMAS
 
+    if isinstance(name, Path) or Path(name).suffix in SUFFIXES or Path(name).is_dir():
+        schema, path = read_dataset(Path(name))
+        return Dataset(schema, parse(schema, path), seed)
     if name not in SCHEMAS:
-        raise KeyError(f"unknown dataset {name!r}; choose one of {list(SCHEMAS)}")
+        raise KeyError(f"unknown dataset {name!r}; choose one of {list(SCHEMAS)}, or give the path of "
+                       "a dataset's schema file or folder (docs/teaching.md, 'Add your own task')")
     return Dataset(SCHEMAS[name], _parse_cached(name).copy(), seed)
+
+
+def read_dataset(path: Path) -> tuple[Schema, Path]:
+    """A teacher's dataset: its schema (from the YAML file, or the one in the folder) and its CSV."""
+    schema_file = schema_path(path)
+    schema = read_schema(schema_file)
+    return schema, schema_file.parent / schema.file
+
+
+def check(schema: Schema, path: Path) -> pd.DataFrame:
+    """Parse a dataset's file (`parse`: every value against the schema) and check that it has the
+    rows, columns and class counts its schema expects, the figures of the dataset's official
+    description. Returns the parsed frame; raises DataError naming the file and what differs."""
+    frame = parse(schema, path)
+    rows, columns = _read_raw(schema, path).shape
+    counts = {int(k): int(v) for k, v in frame[LABEL].value_counts().sort_index().items()}
+    found = {"n_rows": rows, "n_columns": columns, "class_counts": counts}
+    expected = {"n_rows": schema.n_rows, "n_columns": schema.n_columns, "class_counts": schema.class_counts}
+    wrong = [f"{k}: the schema says {expected[k]}, the file has {found[k]}" for k in expected
+             if expected[k] != found[k]]
+    if wrong:
+        raise DataError(f"{path}: {'; '.join(wrong)}. Fix the schema's figures if the file is right "
+                        "(they should be the dataset's documented ones), or restore the file.")
+    return frame
