@@ -488,6 +488,33 @@ _cv_auc_scaled_on_all_rows = _cv_auc_with(scale_first=True, scale_in_fold=False)
 _cv_auc_unscaled = _cv_auc_with(scale_first=False, scale_in_fold=False)
 
 
+def _soft_with(*, naive: bool = False, two_way: bool = False, hard: bool = False, first_id: bool = False,
+               summed: bool = False):  # type: ignore[no-untyped-def]
+    def soft_answer_loss(logits, yes_ids, no_ids, targets):  # type: ignore[no-untyped-def]
+        from scipy.special import logsumexp
+
+        z, t = np.asarray(logits, dtype=float), np.asarray(targets, dtype=float)
+        t = np.round(t) if hard else t
+        yes, no = (yes_ids[:1], no_ids[:1]) if first_id else (yes_ids, no_ids)
+        if naive:  # the softmax written out: exp overflows on large logits
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+                log_yes, log_no = np.log(probs[:, yes].sum(1)), np.log(probs[:, no].sum(1))
+        else:
+            total = logsumexp(z[:, list(yes) + list(no)], axis=1) if two_way else logsumexp(z, axis=1)
+            log_yes, log_no = logsumexp(z[:, yes], axis=1) - total, logsumexp(z[:, no], axis=1) - total
+        losses = -(t * log_yes + (1 - t) * log_no)
+        return float(losses.sum() if summed else losses.mean())
+    return soft_answer_loss
+
+
+_soft_naive_softmax = _soft_with(naive=True)
+_soft_renormalized_between_yes_and_no = _soft_with(two_way=True)
+_soft_hard_targets = _soft_with(hard=True)
+_soft_first_spelling_only = _soft_with(first_id=True)
+_soft_summed = _soft_with(summed=True)
+
+
 def _mask_padding_by_id(input_ids, answer_starts, lengths):
     """Padding found by its id: with pad == EOS the answer's end is masked too."""
     pad = input_ids[0][-1]
@@ -520,6 +547,8 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "07.lora": [_lora_scaled_by_rank_always, _lora_without_bias],
     "07.budget": [_budget_strictly_under, _budget_without_activations],
     "04.mask": [_mask_padding_by_id, _mask_the_answer_start_too],
+    "04.soft": [_soft_naive_softmax, _soft_renormalized_between_yes_and_no, _soft_hard_targets,
+                _soft_first_spelling_only, _soft_summed],
     "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
     "05.change": [_change_unpaired, _change_one_class_as_no_change, _change_normal_interval,
                   _change_90_percent, _change_reversed],
@@ -539,6 +568,26 @@ def test_plausible_mistakes_fail_the_hidden_cases(exercise_id: str, mistake: Any
         expected = to_plain(hidden.call(exercise.reference))
         failed += exercise.compare(to_plain(hidden.call(mistake)), expected) is not None
     assert failed > 0
+
+
+def test_attempt_runs_a_written_function_and_skips_one_not_written_yet(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from labkit.grading import attempt
+
+    def written(x: int) -> int:
+        return 2 * x
+
+    def not_written(x: int) -> int:
+        raise NotImplementedError
+
+    def broken(x: int) -> int:
+        raise ValueError("a bug")
+
+    assert attempt(written, 4) == 8 and capsys.readouterr().out == ""
+    assert attempt(not_written, 4) is None
+    assert "`not_written` is not written yet" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="a bug"):  # a bug is the student's to see, not skipped
+        attempt(broken, 4)
 
 
 def test_exercise_definitions_are_validated() -> None:

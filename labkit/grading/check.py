@@ -7,6 +7,7 @@ It runs in the student's own kernel, so it is feedback, not a grade: the grade c
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,3 +68,15 @@ def check(exercise_id: str) -> None:
     caller = inspect.currentframe()
     namespace = caller.f_back.f_globals if caller is not None and caller.f_back else {}
     print(run_check(exercise_id, namespace).summary())
+
+
+def attempt(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, **kwargs)`, where a lesson puts the student's function to work on real data;
+    None, with a note, while it still raises NotImplementedError, so that the student notebook runs
+    top to bottom before it is written."""
+    try:
+        return function(*args, **kwargs)
+    except NotImplementedError:
+        print(f"`{getattr(function, '__name__', function)}` is not written yet: this cell skips it. "
+              "Write it, then run this cell again.")
+        return None

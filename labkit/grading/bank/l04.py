@@ -13,18 +13,21 @@ def answer_texts(p: float) -> dict[str, str]:
     return {"probability": f"{min(max(float(p), 0.0), 1.0):.2f}", "yes_no": "Yes" if p >= 0.5 else "No"}
 
 
-def select_confident_rows(probs: list[float], threshold: float) -> list[int]:
-    """Reference: rows with max(p, 1-p) >= threshold, the same number from each class (p >= 0.5 is
-    class 1), keeping the most confident rows of the larger class (ties: the lower row first)."""
-    p = np.asarray(probs, dtype=float)
-    confidence = np.maximum(p, 1 - p)
-    rows = {c: [i for i in range(len(p)) if (p[i] >= 0.5) == bool(c) and confidence[i] >= threshold]
-            for c in (0, 1)}
-    n = min(len(rows[0]), len(rows[1]))
-    keep = []
-    for c in (0, 1):
-        keep += sorted(rows[c], key=lambda i: (-confidence[i], i))[:n]
-    return sorted(keep)
+def soft_answer_loss(logits: np.ndarray, yes_ids: list[int], no_ids: list[int],
+                     targets: list[float]) -> float:
+    """Reference: the back-tuning loss of soft answers, averaged over the rows. Row i teaches the
+    answer Yes with weight t_i and No with weight 1 - t_i, so its loss is
+    -(t_i log P(Yes) + (1 - t_i) log P(No)), where P(Yes) is the probability, over the whole
+    vocabulary, of any of the token ids that spell Yes (likewise No). Computed with log-sum-exp, so
+    large logits neither overflow nor underflow."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(logits, dtype=float)
+    t = np.asarray(targets, dtype=float)
+    total = logsumexp(z, axis=1)
+    log_yes = logsumexp(z[:, list(yes_ids)], axis=1) - total
+    log_no = logsumexp(z[:, list(no_ids)], axis=1) - total
+    return float(np.mean(-(t * log_yes + (1 - t) * log_no)))
 
 
 def answer_only_labels(input_ids: list[list[int]], answer_starts: list[int],
@@ -43,12 +46,18 @@ def _hidden_answer(rng: np.random.Generator) -> list[Case]:
     return [case(float(v)) for v in values if round(float(v), 2) not in (0.73, 0.31)]
 
 
-def _hidden_select(rng: np.random.Generator) -> list[Case]:
+def _hidden_soft(rng: np.random.Generator) -> list[Case]:
+    """Rows of logits over a small vocabulary, Yes spelled by one to three ids, No by one or two;
+    some cases with logits in the hundreds (a naive softmax overflows there), targets 0, 1 and between."""
     cases = []
-    for _ in range(8):
-        n = int(rng.integers(5, 60))
-        probs = np.round(rng.beta(0.4, 0.4, size=n), 3)
-        cases.append(case([float(x) for x in probs], float(rng.choice([0.6, 0.8, 0.9, 0.95]))))
+    for k in range(8):
+        rows, vocab = int(rng.integers(1, 6)), int(rng.integers(6, 30))
+        ids = rng.permutation(vocab)
+        yes, no = ids[: int(rng.integers(1, 4))], ids[3:3 + int(rng.integers(1, 3))]
+        logits = rng.normal(0, 3, size=(rows, vocab)) + (800.0 if k % 3 == 2 else 0.0)
+        targets = np.round(rng.random(rows), 3)
+        targets[0] = float(k % 2) if k < 2 else targets[0]  # a row taught a plain Yes or No
+        cases.append(case(logits, [int(i) for i in yes], [int(i) for i in no], [float(t) for t in targets]))
     return cases
 
 
@@ -78,13 +87,15 @@ EXERCISES = [
         hidden=_hidden_answer,
     ),
     Exercise(
-        id="04.select", function="select_confident_rows", tier="core", points=2,
-        task="select_confident_rows(probs, threshold): sorted row indices with max(p, 1-p) >= threshold, "
-             "as many from each class (p >= 0.5 is class 1) as the smaller class has, the most "
-             "confident first (ties: lower index).",
-        reference=select_confident_rows,
-        examples=(case([0.97, 0.95, 0.6, 0.08, 0.93], 0.9), case([0.99, 0.01, 0.02, 0.5], 0.9)),
-        hidden=_hidden_select,
+        id="04.soft", function="soft_answer_loss", tier="core", points=2,
+        task="soft_answer_loss(logits, yes_ids, no_ids, targets): the mean over rows of "
+             "-(t log P(Yes) + (1 - t) log P(No)), with P(Yes) the softmax probability over the whole "
+             "vocabulary of all of yes_ids (likewise No), from logits (rows x vocabulary) at the answer "
+             "position; stable for large logits (log-sum-exp).",
+        reference=soft_answer_loss,
+        examples=(case(np.array([[2.0, 0.0, 1.0, -1.0]]), [0], [2], [0.75]),
+                  case(np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 3.0]]), [0, 1], [2], [1.0, 0.2])),
+        hidden=_hidden_soft,
     ),
     Exercise(
         id="04.mask", function="answer_only_labels", tier="stretch", points=3,
