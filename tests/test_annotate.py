@@ -3,7 +3,9 @@ the OpenAI client's retries and key handling, and records -> prompts."""
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from typing import Any
 
 import httpx2
@@ -25,7 +27,7 @@ from labkit.annotate import (
     model_fingerprint,
     parse_probability,
 )
-from labkit.annotate.openai_client import public_url, retry_wait
+from labkit.annotate.openai_client import Retry, public_url, retry_wait
 from labkit.prompts import probability_prompt, yes_no_prompt
 
 
@@ -327,7 +329,7 @@ def test_openai_rate_limit_is_waited_out_then_answered() -> None:
 def test_openai_gives_up_after_max_retries_and_never_retries_used_up_quota() -> None:
     seen: list[httpx2.Request] = []
     limited = httpx2.Response(429, headers={"retry-after-ms": "1"}, json={})
-    annotator = OpenAIAnnotator("m", client=_mock_client([limited] * 3, seen), max_retries=2,
+    annotator = OpenAIAnnotator("m", client=_mock_client([limited] * 3, seen), retry=Retry(attempts=2),
                                 progress=False)
     with pytest.raises(RuntimeError, match="RateLimitError after 3 attempts"):
         annotator.annotate(["a"], TASK)
@@ -338,6 +340,39 @@ def test_openai_gives_up_after_max_retries_and_never_retries_used_up_quota() -> 
     with pytest.raises(RuntimeError, match="quota is used up"):
         annotator.annotate(["a"], TASK)
     assert len(seen) == 1
+
+
+def test_in_flight_requests_overlap_keep_the_order_and_cache_what_arrived_before_an_error(
+        tmp_path: Any) -> None:
+    import threading
+
+    lock, open_now, most = threading.Lock(), [0], [0]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        text = json.loads(request.read())["messages"][-1]["content"]
+        with lock:
+            open_now[0] += 1
+            most[0] = max(most[0], open_now[0])
+        time.sleep(0.05 if "r3" not in text else 0.2)  # r3 answers last
+        with lock:
+            open_now[0] -= 1
+        if "broken" in text:
+            return httpx2.Response(400, json={"error": {"message": "bad request"}})
+        return httpx2.Response(200, json=_completion(f"0.{text.split('r')[-1][0]}"))
+
+    client = openai.OpenAI(base_url="http://server.test/v1", api_key="k", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    texts = [f"r{i}" for i in range(1, 9)]
+    annotator = OpenAIAnnotator("m", client=client, in_flight=4, cache=tmp_path / "c.sqlite",
+                                progress=False, prompt=lambda text, task: text)
+    frame = annotator.annotate(texts, TASK)
+    assert frame["value"].tolist() == [i / 10 for i in range(1, 9)]  # the records' order
+    assert most[0] == 4  # four open at once, never more
+    with pytest.raises(openai.BadRequestError):
+        annotator.annotate(["r9", "broken", "r9b"], TASK)
+    assert annotator.annotate(["r9"], TASK).attrs["n_cached"] == 1  # answered before the error: kept
+    with pytest.raises(ValueError, match="in_flight must be at least 1"):
+        OpenAIAnnotator("m", client=client, in_flight=0)
 
 
 def test_retry_wait_honours_retry_after_else_backs_off_exponentially() -> None:
