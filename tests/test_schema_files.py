@@ -85,3 +85,14 @@ def test_labkit_data_check_passes_a_good_dataset_and_names_what_differs_in_a_bad
 def test_an_unknown_name_says_how_to_give_a_dataset_by_path() -> None:
     with pytest.raises(KeyError, match="path of a dataset's schema file or folder"):
         d.load("breast_cytology")
+
+
+def test_labkit_serval_takes_a_dataset_folder_and_refuses_a_name_it_does_not_know(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from labkit.commands import serval as serval_command
+
+    args, _ = serval_command.parse_args(["--tasks", "pima", str(EXAMPLE)])
+    assert args.tasks == ["pima", str(EXAMPLE)]
+    with pytest.raises(SystemExit):
+        serval_command.parse_args(["--tasks", "breast_cytology"])
+    assert "neither shipped tasks" in capsys.readouterr().err
