@@ -539,20 +539,78 @@ def results_table(results: list[ServalResult]) -> pd.DataFrame:
     return table
 
 
-def summary(table: pd.DataFrame) -> str:
-    """The results table in three figures (the acceptance of the kit's main job):
-    how many tasks' LLM ends above its zero-shot AUC, the share of the LLM's mean gap to the
-    supervised vertical model that the loop closed (mean gain / mean gap, over the tasks), and the
-    label-free vertical model's mean percentage of the supervised AUC."""
+def acceptance(table: pd.DataFrame) -> dict[str, float]:
+    """The results table in three figures (the acceptance of the kit's main job): `improved`, how
+    many of the `tasks` end with the LLM above its zero-shot AUC; `closed`, the share of the LLM's
+    mean gap to the supervised vertical model that the loop closed (mean `gain` / mean `gap`, over
+    the tasks); `percent`, the label-free vertical model's mean percentage of the supervised AUC."""
     rows = table.drop(index="mean", errors="ignore")
     gain = rows["LLM after SERVAL"] - rows["LLM zero-shot"]
     gap = rows["vertical (supervised)"] - rows["LLM zero-shot"]
-    closed = gain.mean() / gap.mean() if gap.mean() > 0 else float("nan")
-    return (f"LLM above its zero-shot AUC on {int((gain > 0).sum())} of {len(rows)} tasks; "
-            f"it closed {100 * closed:.0f}% of its mean gap to the supervised vertical model "
-            f"(mean gain {gain.mean():+.3f}, mean gap {gap.mean():.3f}); "
-            f"the label-free vertical model reached {rows['% of supervised AUC'].mean():.1f}% "
-            "of the supervised AUC on average.")
+    return {"improved": float((gain > 0).sum()), "tasks": float(len(rows)),
+            "closed": gain.mean() / gap.mean() if gap.mean() > 0 else float("nan"),
+            "gain": float(gain.mean()), "gap": float(gap.mean()),
+            "percent": float(rows["% of supervised AUC"].mean())}
+
+
+def summary(table: pd.DataFrame) -> str:
+    """`acceptance` in a sentence."""
+    a = acceptance(table)
+    return (f"LLM above its zero-shot AUC on {a['improved']:.0f} of {a['tasks']:.0f} tasks; "
+            f"it closed {100 * a['closed']:.0f}% of its mean gap to the supervised vertical model "
+            f"(mean gain {a['gain']:+.3f}, mean gap {a['gap']:.3f}); "
+            f"the label-free vertical model reached {a['percent']:.1f}% of the supervised AUC on average.")
+
+
+def _spread(values: pd.Series, digits: int) -> str:
+    """mean ± sample standard deviation (the mean alone for a single value)."""
+    if len(values) < 2:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def seeds_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The results table over seeds: per task, each figure's mean ± standard deviation over the
+    seeds; the last line ("mean") is the mean over the tasks taken within each seed, then over
+    the seeds. rows: one line per task and seed (columns "task", "seed" and those of `results_table`)."""
+    figures = [c for c in rows.columns if c not in ("task", "seed")]
+    within_seed = rows.groupby("seed")[figures].mean().reset_index().assign(task="mean")
+    both = pd.concat([rows, within_seed], ignore_index=True)
+    return pd.DataFrame({c: both.groupby("task", sort=False)[c].agg(_spread, digits=1 if "%" in c else 3)
+                         for c in figures})
+
+
+def seeds_summary(rows: pd.DataFrame) -> str:
+    """`acceptance` within each seed, then mean ± standard deviation over the seeds, in a sentence."""
+    per_seed = pd.DataFrame([acceptance(group.drop(columns="seed").set_index("task"))
+                             for _, group in rows.groupby("seed")])
+    return (f"Over seeds {', '.join(map(str, sorted(rows['seed'].unique())))} (mean ± standard "
+            f"deviation): the LLM ends above its zero-shot AUC on {_spread(per_seed['improved'], 1)} "
+            f"of {per_seed['tasks'].iloc[0]:.0f} tasks and closes {_spread(100 * per_seed['closed'], 0)}% "
+            f"of its mean gap to the supervised vertical model (mean gain {_spread(per_seed['gain'], 3)}); "
+            f"the label-free vertical models reach {_spread(per_seed['percent'], 1)}% of the supervised "
+            "AUC on average.")
+
+
+def seeds_markdown(rows: pd.DataFrame, header: str) -> str:
+    """The results over seeds as the README shows them: `header` (how and when they were measured),
+    `seeds_table` and `seeds_summary`."""
+    return "\n\n".join([header, seeds_table(rows).to_markdown(disable_numparse=True), seeds_summary(rows)])
+
+
+def write_seed_rows(path: Path, rows: pd.DataFrame, header: str) -> None:
+    """One line per task and seed (`seeds_table`'s input), under a '# ' header line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(path, f"# {header}\n" + rows.to_csv(index=False))
+
+
+def read_seed_rows(path: Path) -> tuple[pd.DataFrame, str]:
+    """What `write_seed_rows` wrote: the lines and the header."""
+    header = path.read_text(encoding="utf-8").splitlines()[0]
+    if not header.startswith("# "):
+        raise ValueError(f"{path}: the first line should be '# <how and when it was measured>'; "
+                         "write the file with labkit.serval.write_seed_rows")
+    return pd.read_csv(path, comment="#"), header.removeprefix("# ")
 
 
 def plot_curves(results: list[ServalResult]):  # type: ignore[no-untyped-def]

@@ -198,6 +198,47 @@ def test_summary_counts_gains_and_the_share_of_the_gap_closed() -> None:
     assert "on 1 of 3 tasks" in text and "closed 30%" in text and "reached 93.9%" in text
 
 
+def _seed_rows():  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    # seed 0: task a gains 0.10 of a 0.20 gap, b loses 0.02 of a 0.10 gap; seed 1: a gains 0.05, b 0.01
+    return pd.DataFrame({
+        "task": ["a", "b", "a", "b"], "seed": [0, 0, 1, 1],
+        "LLM zero-shot": [0.70, 0.80, 0.72, 0.82], "LLM after SERVAL": [0.80, 0.78, 0.77, 0.83],
+        "vertical (SERVAL)": [0.85, 0.86, 0.83, 0.84], "vertical (supervised)": [0.90, 0.90, 0.92, 0.88],
+        "% of supervised AUC": [94.4, 95.6, 90.2, 95.5]})
+
+
+def test_the_seeds_table_gives_each_task_and_the_mean_over_tasks_with_their_spread_over_seeds() -> None:
+    table = serval.seeds_table(_seed_rows())
+    assert list(table.index) == ["a", "b", "mean"]
+    after_a = np.array([0.80, 0.77])
+    assert table.loc["a", "LLM after SERVAL"] == f"{after_a.mean():.3f} ± {after_a.std(ddof=1):.3f}"
+    mean_per_seed = np.array([(0.80 + 0.78) / 2, (0.77 + 0.83) / 2])  # over tasks within a seed first
+    assert table.loc["mean", "LLM after SERVAL"] == (f"{mean_per_seed.mean():.3f} ± "
+                                                      f"{mean_per_seed.std(ddof=1):.3f}")
+    assert table.loc["b", "% of supervised AUC"] == "95.5 ± 0.1"
+
+
+def test_the_seeds_summary_takes_each_figure_within_a_seed_then_its_spread() -> None:
+    text = serval.seeds_summary(_seed_rows())
+    improved = np.array([1, 2])  # seed 0: a only; seed 1: both
+    closed = 100 * np.array([(0.10 - 0.02) / 2 / ((0.20 + 0.10) / 2), (0.05 + 0.01) / 2 / ((0.20 + 0.06) / 2)])
+    assert f"on {improved.mean():.1f} ± {improved.std(ddof=1):.1f} of 2 tasks" in text
+    assert f"closes {closed.mean():.0f} ± {closed.std(ddof=1):.0f}%" in text
+
+
+def test_the_readme_results_are_the_committed_results_file_rendered() -> None:
+    """No figure of the README's results block is typed by hand: benchmarks/serval_seeds.py writes
+    docs/results/serval_seeds.csv from its runs and renders the block from that file."""
+    from labkit.docblocks import read_block
+
+    root = Path(__file__).resolve().parents[1]
+    rows, header = serval.read_seed_rows(root / "docs" / "results" / "serval_seeds.csv")
+    assert set(rows["task"]) == set(serval.TASKS) and rows["seed"].nunique() >= 3
+    assert read_block(root / "README.md", "serval_seeds") == serval.seeds_markdown(rows, header)
+
+
 def test_backtuning_teaches_what_the_vertical_model_learned_from() -> None:
     base = serval.ServalConfig()
     assert serval.backtune_settings("naive", base) == ("soft", 0.5, "none")  # every row's soft label
