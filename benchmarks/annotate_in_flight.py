@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         server.kill()
     runs = pd.DataFrame(rows)
     table = runs.groupby("in flight")["records/s"].agg(["mean", "std"]).round(1)
+    table.columns = ["records/s (mean)", "records/s (sd)"]
     first = answers[args.in_flight[0]]
     table[f"same answers as {args.in_flight[0]} in flight"] = [
         bool(np.allclose(answers[k], first, rtol=1e-5)) for k in table.index]
