@@ -19,8 +19,9 @@ an annotator that knows little about the task; `breast_cytology` is a table it w
 Printed, and written to docs/serval_guard.md between its markers (unless --no-doc):
 1. per task, over the seeds (mean and standard deviation): the LLM zero-shot, after the loop, and
    after the guarded loop; the vertical model unguarded and guarded; how often the guard rolled
-   the LLM back, and how often the run ended below the zero-shot LLM (test split, gold labels:
-   evaluation only);
+   the LLM back, how often the run ended below the zero-shot LLM (test split, gold labels:
+   evaluation only), and how often the gold report found the kept vertical model worse than the
+   kept LLM on the gold rows;
 2. every run's label-free signs (labkit.guard.signs) beside its LLM change and the warnings printed.
 """
 
@@ -93,6 +94,7 @@ def one_run(task: str, seed: int, gold: int, out: Path) -> dict[str, object]:
         "vertical": records[serval.last_accepted(records) - 1].vertical_auc,
         "vertical guarded": records[report.kept_vertical - 1].vertical_auc,
         "rolled back": report.kept_llm < tunings, "stopped": report.stopped_after is not None,
+        "vertical below LLM": report.vertical_below_llm,
         **guard.signs(records), "warnings": len(fired), "warning": ", ".join(fired),
         **sweep,
     }
@@ -159,6 +161,7 @@ def per_task(runs: pd.DataFrame) -> pd.DataFrame:
             f"{int((group['LLM after SERVAL'] < group['LLM zero-shot']).sum())} / "
             f"{int((group['LLM guarded'] < group['LLM zero-shot']).sum())}")
         row["runs warned"] = int((group["warnings"] > 0).sum())
+        row["vertical below LLM (gold rows)"] = int(group["vertical below LLM"].sum())
         rows.append(row)
     return pd.DataFrame(rows).set_index("task")
 
