@@ -169,6 +169,16 @@ def test_a_preset_sets_values_that_explicit_flags_still_override() -> None:
     assert _serval(["--fast", "--ablation", "one_iteration"]).iterations == 1
 
 
+def test_a_tabular_teacher_on_the_text_task_is_refused_before_any_run_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(serval_command, "run", lambda task, *args: started.append(task))
+    with pytest.raises(ValueError, match=r"vertical='ft_transformer'.*cannot learn abstracts.*text_minilm"):
+        serval_command.main(["--tasks", "pima", "abstracts", "--ablation", "ft_transformer_teacher",
+                             "--out", str(tmp_path)])
+    assert started == []  # not even the table that comes first
+
+
 def test_pretrain_flags_come_from_its_config(tmp_path: Path) -> None:
     settings = pretrain_command.parse_args(["--seed", "2", "--no-leak_check", "--out", str(tmp_path)])
     assert settings == PretrainConfig(seed=2, leak_check=False, out=tmp_path)

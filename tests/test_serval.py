@@ -247,17 +247,29 @@ def test_backtuning_teaches_what_the_vertical_model_learned_from() -> None:
     assert serval.backtune_settings("naive", chosen) == ("yes_no", 0.9, "prior")
 
 
-def test_ablations() -> None:
+def test_every_ablation_changes_what_the_loop_does_on_a_table() -> None:
+    """Each ablation switches something the loop resolves on a table whose answers fall on both
+    sides of 0.5 (the no-op ablations that matched the full run everywhere are gone)."""
+    both_sides, table = np.array([0.2, 0.4, 0.6, 0.9]), data.load("pima")
+
+    def resolved(config: serval.ServalConfig) -> tuple[object, ...]:
+        hard = config.hard_labels and serval.can_round(table, both_sides)
+        method = config.noisy_method or serval.default_noisy_method(table)
+        return hard, serval.backtune_settings(method, config), config.vertical, config.iterations
+
     base = serval.ServalConfig()
-    assert base.ablation("no_confidence_filter").threshold == 0.5
-    assert base.ablation("hard_labels").hard_labels and base.ablation("one_iteration").iterations == 1
-    assert base.ablation("soft_labels").hard_labels is False and base.hard_labels is None
+    full = resolved(base.ablation("full"))
+    assert full == (False, ("soft", 0.5, "none"), None, 2)
+    changed = {name: resolved(base.ablation(name)) for name in serval.ABLATIONS if name != "full"}
+    assert all(value != full for value in changed.values()), changed
+    assert changed["hard_backtuning"][1] == ("yes_no", 0.7, "equal")
+    assert changed["ft_transformer_teacher"][2] == "ft_transformer"
     with pytest.raises(ValueError, match="unknown ablation"):
         base.ablation("nope")
 
 
-def test_answers_are_rounded_on_tables_unless_one_class_would_be_left() -> None:
+def test_answers_can_be_rounded_on_tables_unless_one_class_would_be_left() -> None:
     pima, abstracts = data.load("pima"), data.load("abstracts")
-    assert serval.default_hard_labels(pima, np.array([0.2, 0.7, np.nan, 0.4]))
-    assert not serval.default_hard_labels(pima, np.array([0.2, 0.3, 0.45]))  # never leans to Yes
-    assert not serval.default_hard_labels(abstracts, np.array([0.2, 0.7, 0.4]))
+    assert serval.can_round(pima, np.array([0.2, 0.7, np.nan, 0.4]))
+    assert not serval.can_round(pima, np.array([0.2, 0.3, 0.45]))  # never leans to Yes
+    assert not serval.can_round(abstracts, np.array([0.2, 0.7, 0.4]))

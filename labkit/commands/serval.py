@@ -14,8 +14,18 @@ import argparse
 from pathlib import Path
 
 from labkit import config
+from labkit.data import load
 from labkit.guard import GoldReport
-from labkit.serval import ABLATIONS, TASKS, ServalConfig, results_table, run, save_results, summary
+from labkit.serval import (
+    ABLATIONS,
+    TASKS,
+    ServalConfig,
+    check_vertical,
+    results_table,
+    run,
+    save_results,
+    summary,
+)
 
 # A small, quick run (CI, smoke tests).
 FAST = {"max_train_rows": 120, "max_backtune_examples": 64, "num_train_epochs": 1}
@@ -46,6 +56,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ServalConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_args(list(argv or []))
+    for task in args.tasks:  # every task's settings are checked before the first run starts
+        check_vertical(load(task, seed=settings.seed), settings)
     results = [run(task, args.llm, settings, args.out) for task in args.tasks]
     table = results_table(results)
     print(table.to_string())

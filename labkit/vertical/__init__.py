@@ -41,7 +41,8 @@ Purpose = Literal["experiments", "serval"]
 #   a torch model, so one default serves every method of a comparison;
 # - "serval" (the loop's teacher): logistic regression; the pocket LLM answers with a logistic
 #   textbook rule plus per-record slips, and a linear model keeps the rule and smooths the slips
-#   away, where a flexible network copies both and has nothing to teach back (docs/fine_tuning.md).
+#   away, where a flexible network copies more of both (chosen on the development tables: the
+#   teacher part and the ft_transformer_teacher ablation of docs/serval_protocol.md).
 # Text is MiniLM embeddings with a small head for both.
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "experiments": {"tabular": "mlp", "text": "text_minilm"},
