@@ -128,7 +128,7 @@ def _result(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _line(task: str, seed: int, ablation: str, saved: dict[str, Any]) -> dict[str, Any]:
+def _line(seed: int, ablation: str, saved: dict[str, Any]) -> dict[str, Any]:
     return {"ablation": ablation, "seed": seed, **saved["row"]}
 
 
@@ -146,7 +146,7 @@ def loop_rows(task: str, seed: int, ablations: list[str], roundable: bool) -> li
     whether the zero-shot answers can be rounded (labkit.serval.can_round)."""
     config = serval.ServalConfig(seed=seed, progress=False)
     full = full_run(task, seed)
-    lines = [_line(task, seed, "full", full)]
+    lines = [_line(seed, "full", full)]
     first = full["iterations"][0]
     if "one_iteration" in ablations:  # the full run's first round is that run
         after_one = full["iterations"][1]["llm_auc"] if len(full["iterations"]) > 1 else full["llm_final_auc"]
@@ -160,7 +160,7 @@ def loop_rows(task: str, seed: int, ablations: list[str], roundable: bool) -> li
         out = ABLATED_RUNS / ablation / f"seed{seed}"
         saved = _result(out / task) or serval.run(task, None, config.ablation(ablation), out,
                                                   log=print).to_json()
-        lines.append(_line(task, seed, ablation, saved))
+        lines.append(_line(seed, ablation, saved))
     return lines
 
 
