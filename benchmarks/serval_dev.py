@@ -51,7 +51,7 @@ from labkit.vertical import TABULAR_MODELS
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "serval_protocol.md"
 RESULTS = ROOT / "docs" / "results" / "serval_dev.csv"
-DEVELOPMENT = ("cleveland", "heart_failure", "thyroid", "breast_cancer", "cirrhosis")
+DEVELOPMENT = serval.DEVELOPMENT_TASKS
 # No development text task ships: the text teacher is chosen on the abstracts' validation split.
 TEXT_VALIDATION = ("abstracts",)
 FULL_RUNS = Path("runs/seeds")  # shared with benchmarks/serval_seeds.py and serval_guard.py
@@ -90,10 +90,9 @@ def teacher_rows(task: str, seed: int, model: Any, tokenizer: Any) -> list[dict[
         variants += [("logistic", "confident", True), ("logistic", "confident", False)]
     rows = []
     for name, method, rounded in variants:
-        targets, val_targets = (np.round(answers["train"]), np.round(answers["val"])) if rounded \
+        rounds = rounded and serval.can_round(ds, answers["train"])  # soft where one class would be left
+        targets, val_targets = (np.round(answers["train"]), np.round(answers["val"])) if rounds \
             else (answers["train"], answers["val"])
-        if rounded and np.nanmean(targets) in (0.0, 1.0):  # one class left: soft, as hard_labels does
-            targets, val_targets = answers["train"], answers["val"]
         row = {"task": task, "seed": seed, "teacher": name, "method": method, "scored on": scored,
                "targets": "rounded (hard_labels)" if rounded else "probabilities"}
         config = serval.ServalConfig(vertical=name, noisy_method=method,  # type: ignore[arg-type]
@@ -218,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     text_pairs = [(t, s) for s in args.seeds for t in TEXT_VALIDATION] if args.text else []
     teachers = pd.DataFrame([r for t, s in tqdm(pairs + text_pairs, desc="teachers")
                              for r in teacher_rows(t, s, model, tokenizer)])
-    roundable = {(t, s): serval.can_round(load(t, seed=s), zero_shot_answers(load(t, seed=s), s, model,
-                                                                               tokenizer)["train"])
-                 for t, s in pairs}
+    roundable = {}
+    for task, seed in pairs:
+        ds = load(task, seed=seed)
+        roundable[task, seed] = serval.can_round(ds, zero_shot_answers(ds, seed, model, tokenizer)["train"])
     loops = pd.DataFrame([r for t, s in tqdm(pairs, desc="ablations")
                           for r in loop_rows(t, s, args.ablations, roundable[t, s])])
     report = markdown(teachers, loops, args.seeds)

@@ -63,6 +63,9 @@ from labkit.vertical import MODELS, ModelName, VerticalModel, model_factory
 logger = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = SERVAL_TASKS + TEXT_TASKS
+# Shipped tables that no headline reports: the loop's and the guard's choices are made on them
+# (docs/serval_protocol.md; benchmarks/serval_dev.py and serval_guard.py).
+DEVELOPMENT_TASKS: tuple[str, ...] = ("cleveland", "heart_failure", "thyroid", "breast_cancer", "cirrhosis")
 PREDICTIONS = "predictions.npz"  # per iteration: the LLM and the vertical model on val and test
 FINAL_PREDICTIONS = "final_predictions.npz"  # the LLM in hand at the end, on val and test
 # Each switches one ingredient of the defaults (ServalConfig.ablation); measured on the development
