@@ -465,6 +465,81 @@ def _summary_as_a_fraction(records, llm_final_auc, supervised_auc):
             "pct_of_supervised": last / supervised_auc}
 
 
+def _token_with(*, naive: bool = False, first_only: bool = False, raw: bool = False,
+                two_way: bool = False):  # type: ignore[no-untyped-def]
+    def token_probability(logits, yes_ids, no_ids):  # type: ignore[no-untyped-def]
+        z = np.asarray(logits, dtype=float)
+        yes, no = (yes_ids[:1], no_ids[:1]) if first_only else (yes_ids, no_ids)
+        if two_way:  # the softmax over the answer tokens only: the mass is always 1
+            z = np.where(np.isin(np.arange(z.shape[1]), list(yes) + list(no)), z, -np.inf)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = np.exp(z) if naive else np.exp(z - z.max(axis=1, keepdims=True))
+            probs = e / e.sum(axis=1, keepdims=True)
+        p_yes, p_no = probs[:, yes].sum(1), probs[:, no].sum(1)
+        return {"p_yes": (p_yes if raw else p_yes / (p_yes + p_no)).tolist(), "mass": (p_yes + p_no).tolist()}
+    return token_probability
+
+
+_token_softmax_written_out = _token_with(naive=True)  # exp overflows on large logits
+_token_first_spelling_only = _token_with(first_only=True)
+_token_not_normalized = _token_with(raw=True)
+_token_softmax_over_the_answers = _token_with(two_way=True)
+
+
+def _soft_loss_with(*, unweighted: bool = False, over_all: bool = False, hard: bool = False,
+                    swapped: bool = False, mixed: bool = False):  # type: ignore[no-untyped-def]
+    def soft_target_loss(log_probs, targets, alt, alt_share, weights):  # type: ignore[no-untyped-def]
+        logp, t, a = np.asarray(log_probs, dtype=float), np.asarray(targets), np.asarray(alt)
+        s, w = np.asarray(alt_share, dtype=float), np.asarray(weights, dtype=float)
+        s = 1 - s if swapped else s
+        s = np.where(a == -100, 0.0, s)
+        rows = np.arange(len(t))
+        p, p_alt = np.exp(logp[rows, np.maximum(t, 0)]), np.exp(logp[rows, np.maximum(a, 0)])
+        if mixed:  # the soft target mixed inside the log: the log of a mixture, not a mixture of logs
+            per_token = -np.log((1 - s) * p + s * p_alt)
+        else:
+            per_token = -(1 - s) * np.log(p) - s * np.log(p_alt) * (0.0 if hard else 1.0)
+            per_token = per_token if not hard else -np.log(p)
+        keep = w > 0
+        if over_all:
+            return float((w * per_token)[keep].sum() / len(t))
+        return float(per_token[keep].mean() if unweighted else (w * per_token)[keep].sum() / w[keep].sum())
+    return soft_target_loss
+
+
+_soft_loss_unweighted = _soft_loss_with(unweighted=True)
+_soft_loss_divided_by_every_position = _soft_loss_with(over_all=True)
+_soft_loss_hard_targets = _soft_loss_with(hard=True)
+_soft_loss_shares_swapped = _soft_loss_with(swapped=True)
+_soft_loss_mixture_inside_the_log = _soft_loss_with(mixed=True)
+
+
+def _split_with(*, plain: bool = False, floor: bool = False, rng_per_class: bool = False,
+                unsorted: bool = False):  # type: ignore[no-untyped-def]
+    def stratified_split(labels, seed):  # type: ignore[no-untyped-def]
+        import math
+
+        labels = np.asarray(labels)
+        rng = np.random.default_rng(seed)
+        groups = [np.arange(len(labels))] if plain else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        out = {"train": [], "val": [], "test": []}
+        for rows in groups:
+            rows = (np.random.default_rng(seed) if rng_per_class else rng).permutation(rows)
+            cut = math.floor if floor else round
+            n_train, n_val = cut(0.6 * len(rows)), cut(0.2 * len(rows))
+            out["train"] += rows[:n_train].tolist()
+            out["val"] += rows[n_train:n_train + n_val].tolist()
+            out["test"] += rows[n_train + n_val:].tolist()
+        return {k: (v if unsorted else sorted(v)) for k, v in out.items()}
+    return stratified_split
+
+
+_split_not_stratified = _split_with(plain=True)
+_split_rounded_down = _split_with(floor=True)
+_split_a_fresh_generator_per_class = _split_with(rng_per_class=True)
+_split_unsorted = _split_with(unsorted=True)
+
+
 def _cv_auc_with(scale_first: bool, scale_in_fold: bool):
     def cv_auc(X, y, k=5, seed=0):
         from sklearn.linear_model import LogisticRegression
@@ -482,6 +557,26 @@ def _cv_auc_with(scale_first: bool, scale_in_fold: bool):
             aucs.append(roc_auc_score(y[test], model.predict_proba(X[test])[:, 1]))
         return {"mean": float(np.mean(aucs)), "std": float(np.std(aucs, ddof=1))}
     return cv_auc
+
+
+def _step_with(*, rounded: bool = False, summed: bool = False, ascent: bool = False,
+               frozen_bias: bool = False, squared: bool = False):  # type: ignore[no-untyped-def]
+    def soft_label_step(weights, bias, X, targets, lr):  # type: ignore[no-untyped-def]
+        X, w = np.asarray(X, dtype=float), np.asarray(weights, dtype=float)
+        t = np.asarray(targets, dtype=float)
+        t = np.round(t) if rounded else t
+        p = 1 / (1 + np.exp(-(X @ w + bias)))
+        error = (p - t) * p * (1 - p) if squared else p - t
+        scale = (1.0 if summed else 1 / len(t)) * (-lr if ascent else lr)
+        return w - scale * X.T @ error, bias if frozen_bias else float(bias - scale * error.sum())
+    return soft_label_step
+
+
+_step_on_rounded_targets = _step_with(rounded=True)
+_step_summed_not_averaged = _step_with(summed=True)
+_step_uphill = _step_with(ascent=True)
+_step_without_the_bias = _step_with(frozen_bias=True)
+_step_of_the_squared_error = _step_with(squared=True)  # least squares on the probabilities
 
 
 _cv_auc_scaled_on_all_rows = _cv_auc_with(scale_first=True, scale_in_fold=False)  # the leak
@@ -549,7 +644,15 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "04.mask": [_mask_padding_by_id, _mask_the_answer_start_too],
     "04.soft": [_soft_naive_softmax, _soft_renormalized_between_yes_and_no, _soft_hard_targets,
                 _soft_first_spelling_only, _soft_summed],
+    "A1.soft_loss": [_soft_loss_unweighted, _soft_loss_divided_by_every_position, _soft_loss_hard_targets,
+                     _soft_loss_shares_swapped, _soft_loss_mixture_inside_the_log],
+    "00.split": [_split_not_stratified, _split_rounded_down, _split_a_fresh_generator_per_class,
+                 _split_unsorted],
+    "01.token": [_token_softmax_written_out, _token_first_spelling_only, _token_not_normalized,
+                 _token_softmax_over_the_answers],
     "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
+    "02.soft_step": [_step_on_rounded_targets, _step_summed_not_averaged, _step_uphill,
+                     _step_without_the_bias, _step_of_the_squared_error],
     "05.change": [_change_unpaired, _change_one_class_as_no_change, _change_normal_interval,
                   _change_90_percent, _change_reversed],
     "05.summary": [_summary_best_by_test_auc, _summary_without_the_last_back_tuning, _summary_as_a_fraction],

@@ -269,6 +269,26 @@ def test_packed_attention_equals_the_packed_mask(small_corpus, tokenizer) -> Non
 
 
 
+def test_lesson_a1_reference_loss_is_the_training_loss(small_corpus, tokenizer) -> None:  # noqa: ANN001
+    """Exercise A1.soft_loss grades against the loss pre-training minimizes, soft answers included."""
+    from labkit.grading import bank
+
+    rows = pack(encode(small_corpus, tokenizer), 256, tokenizer.pad_token_id, np.random.default_rng(0))
+    batch = pt.batch_at(rows, 0, 3)
+    assert ((batch["alt_share"] > 0) & (batch["weights"] > 0)).sum() > 0  # soft answers in the batch
+    model = build_model(model_config(Shape(hidden_size=32, layers=2, heads=2, intermediate_size=64),
+                                     len(tokenizer), 0, tokenizer.pad_token_id), seed=0)
+    with attention(model, PACKED), torch.no_grad():
+        loss, _ = pt.weighted_loss(model, batch, isolate_examples=True)
+        hidden = model.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+        log_probs = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)
+    flat = {name: batch[name].reshape(-1).numpy() for name in ("targets", "alt", "alt_share", "weights")}
+    reference = bank.get("A1.soft_loss").reference(log_probs.reshape(-1, log_probs.shape[-1]).numpy(),
+                                                   flat["targets"], flat["alt"], flat["alt_share"],
+                                                   flat["weights"])
+    assert reference == pytest.approx(loss.item(), rel=1e-5)
+
+
 def _tiny(tmp_path: Path, name: str, **changes: object) -> pt.PretrainConfig:
     config = pt.PretrainConfig(
         out=tmp_path / name / "model", run_dir=tmp_path / name / "run", corpus_scale=0.003,

@@ -13,6 +13,22 @@ def missing_share(frame: pd.DataFrame) -> dict[str, float]:
     return {str(column): float(frame[column].isna().mean()) for column in frame.columns}
 
 
+def stratified_split(labels: np.ndarray, seed: int) -> dict[str, list[int]]:
+    """Reference: per class (in sorted order), the class's row indices shuffled by one
+    np.random.default_rng(seed); the first round(0.6 n_c) go to train, the next round(0.2 n_c) to
+    val, the rest to test; each split's indices sorted."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        n_train, n_val = round(0.6 * len(rows)), round(0.2 * len(rows))
+        out["train"] += rows[:n_train].tolist()
+        out["val"] += rows[n_train:n_train + n_val].tolist()
+        out["test"] += rows[n_train + n_val:].tolist()
+    return {split: sorted(int(i) for i in rows) for split, rows in out.items()}
+
+
 def _random_frame(rng: np.random.Generator) -> pd.DataFrame:
     """A small table with numeric and text columns; each column has its own missing rate (0 to 1)."""
     n_rows = int(rng.integers(1, 30))
@@ -35,6 +51,15 @@ def _hidden_missing_share(rng: np.random.Generator) -> list[Case]:
     return [case(_random_frame(rng)) for _ in range(6)]
 
 
+def _hidden_split(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(6):
+        n = int(rng.integers(5, 120))
+        labels = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(int)
+        cases.append(case(labels, int(rng.integers(0, 10_000))))
+    return cases
+
+
 EXERCISES = [
     Exercise(
         id="00.warmup",
@@ -48,5 +73,17 @@ EXERCISES = [
             case(pd.DataFrame({"sex": ["M", "F", None], "bmi": [22.1, 30.5, 27.0]})),
         ),
         hidden=_hidden_missing_share,
+    ),
+    Exercise(
+        id="00.split",
+        function="stratified_split",
+        tier="core",
+        points=2,
+        task="stratified_split(labels, seed) returns {'train', 'val', 'test'}: per class in sorted order, "
+             "its row indices shuffled by one np.random.default_rng(seed) (rng.permutation), the first "
+             "round(0.6 n) to train, the next round(0.2 n) to val, the rest to test; each list sorted.",
+        reference=stratified_split,
+        examples=(case([0, 1, 0, 0, 1, 0, 1, 0, 0, 1], 0), case([1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 7)),
+        hidden=_hidden_split,
     ),
 ]

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from labkit.grading.exercise import Case, Exercise, case, close
 from labkit.metrics import TemperatureScaling
@@ -27,6 +28,16 @@ FIELD_POOL: tuple[tuple[str, str, str, tuple[Any, ...]], ...] = (
 )
 
 # ----- reference solutions -----
+def token_probability(logits: np.ndarray, yes_ids: list[int], no_ids: list[int]) -> dict[str, list[float]]:
+    """Reference: per row of next-token logits, P(Yes) / (P(Yes) + P(No)) and P(Yes) + P(No), where
+    P(Yes) is the softmax mass on every token that spells Yes (log-sum-exp: no overflow)."""
+    z = np.asarray(logits, dtype=np.float64)
+    total = logsumexp(z, axis=1)
+    log_yes, log_no = logsumexp(z[:, list(yes_ids)], axis=1), logsumexp(z[:, list(no_ids)], axis=1)
+    both = np.logaddexp(log_yes, log_no)
+    return {"p_yes": np.exp(log_yes - both).tolist(), "mass": np.exp(both - total).tolist()}
+
+
 def _format(value: Any) -> str:
     """A whole number without decimals (148.0 -> "148"), another number with 4 significant digits,
     a string as it is."""
@@ -162,6 +173,18 @@ def _hidden_temperature(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _hidden_token(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for scale in (1.0, 3.0, 8.0, 400.0):  # the last: exp() of these logits overflows float64
+        vocab, n = int(rng.integers(6, 60)), int(rng.integers(1, 9))
+        ids = rng.permutation(vocab)
+        k_yes, k_no = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        logits = rng.normal(0, scale, (n, vocab))
+        logits[:, ids[:k_yes + k_no]] += scale  # the answers are likely, not certain
+        cases.append(case(logits, ids[:k_yes].tolist(), ids[k_yes:k_yes + k_no].tolist()))
+    return cases
+
+
 _EXAMPLE_FIELDS = [["Age", "Age", "years"], ["Sex", "Sex", ""], ["Cholesterol", "Serum cholesterol", "mg/dL"],
                    ["Oldpeak", "ST depression", "mm"], ["MaxHR", "Maximum heart rate achieved", "beats/min"]]
 
@@ -180,6 +203,17 @@ EXERCISES = [
         ),
         hidden=_hidden_text,
         compare=close(),
+    ),
+    Exercise(
+        id="01.token", function="token_probability", tier="core", points=2,
+        task="token_probability(logits, yes_ids, no_ids): for next-token logits of shape (records, "
+             "vocabulary), {'p_yes': P(Yes) / (P(Yes) + P(No)), 'mass': P(Yes) + P(No)} per record as "
+             "lists, P(Yes) the softmax probability summed over yes_ids (P(No) over no_ids); finite for "
+             "logits in the hundreds.",
+        reference=token_probability,
+        examples=(case([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 0.5, 0.0]], [0], [1, 2]),),
+        hidden=_hidden_token,
+        compare=close(rtol=1e-6, atol=1e-9),
     ),
     Exercise(
         id="01.bins", function="reliability_bins", tier="core", points=2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -18,6 +19,17 @@ def soft_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
     t = np.asarray(targets, dtype=np.float64)
     return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+
+
+def soft_label_step(weights: np.ndarray, bias: float, X: np.ndarray, targets: np.ndarray,
+                    lr: float) -> tuple[np.ndarray, float]:
+    """Reference: one full-batch gradient-descent step of logistic regression on the mean soft
+    binary cross-entropy: with p = sigmoid(X w + b), the gradient is X^T (p - t) / n for w and
+    mean(p - t) for b (the same form as with 0/1 labels; a row stops pulling where p = t)."""
+    X, t = np.asarray(X, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    error = expit(X @ w + bias) - t
+    return w - lr * X.T @ error / len(t), float(bias - lr * error.mean())
 
 
 def cv_auc(X: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0) -> dict[str, float]:
@@ -49,6 +61,16 @@ def _hidden_soft_ce(rng: np.random.Generator) -> list[Case]:
         probs[rng.random(n) < 0.1] = rng.choice([0.0, 1.0])  # sure predictions: the clip matters
         targets = rng.random(n) if rng.random() < 0.5 else rng.integers(0, 2, n).astype(float)
         cases.append(case(probs, targets))
+    return cases
+
+
+def _hidden_soft_step(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(6):
+        n, d = int(rng.integers(3, 80)), int(rng.integers(1, 7))
+        targets = rng.uniform(0.05, 0.95, n)  # soft answers, as an LLM gives them
+        cases.append(case(rng.normal(0, 0.5, d), float(rng.normal()), rng.normal(size=(n, d)), targets,
+                          float(rng.choice([0.05, 0.3, 1.0]))))
     return cases
 
 
@@ -112,10 +134,34 @@ EXERCISES = [
         hidden=_hidden_soft_ce,
     ),
     Exercise(
-        id="02.cv_auc",
-        function="cv_auc",
+        id="02.soft_step",
+        function="soft_label_step",
         tier="core",
         points=2,
+        task="soft_label_step(weights, bias, X, targets, lr) returns (new weights, new bias) after one "
+             "full-batch gradient-descent step of logistic regression on the mean binary cross-entropy "
+             "against soft targets: gradient X^T (sigmoid(X w + b) - t) / n and mean(sigmoid(X w + b) - t).",
+        reference=soft_label_step,
+        examples=(case([0.5, -1.0], 0.1, [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], [0.8, 0.3, 0.6], 0.5),),
+        hidden=_hidden_soft_step,
+        compare=close(rtol=1e-6, atol=1e-9),
+    ),
+    Exercise(
+        id="02.percent",
+        function="percent_of_supervised",
+        tier="warm-up",
+        points=1,
+        task="percent_of_supervised(runs) returns {dataset: {method: 100 * mean AUC / mean AUC "
+             "of 'supervised'}} from a table with columns dataset, method, seed, auc.",
+        reference=percent_of_supervised,
+        examples=(case(_EXAMPLE_RUNS),),
+        hidden=_hidden_percent,
+    ),
+    Exercise(
+        id="02.cv_auc",
+        function="cv_auc",
+        tier="stretch",
+        points=3,
         task="cv_auc(X, y, k, seed) returns {'mean', 'std'} (sample std) of the held-out AUC of "
              "make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)) fitted on each "
              "training part of StratifiedKFold(k, shuffle=True, random_state=seed).",
@@ -124,16 +170,5 @@ EXERCISES = [
         hidden=_hidden_cv_auc,
         compare=close(rtol=1e-4, atol=1e-6),
         time_limit_s=60,
-    ),
-    Exercise(
-        id="02.percent",
-        function="percent_of_supervised",
-        tier="stretch",
-        points=3,
-        task="percent_of_supervised(runs) returns {dataset: {method: 100 * mean AUC / mean AUC "
-             "of 'supervised'}} from a table with columns dataset, method, seed, auc.",
-        reference=percent_of_supervised,
-        examples=(case(_EXAMPLE_RUNS),),
-        hidden=_hidden_percent,
     ),
 ]
