@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: run test lint chromium course lab build doctor clean
+.PHONY: run test lint chromium course book lab build doctor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ chromium:
 
 course: $(STAMP)  ## run every notebook headless in fast mode into runs/ and print a table
 	$(BIN)/labkit course run
+
+book: $(STAMP)  ## the solved lessons in full mode, executed into runs/book/solutions/ with HTML pages (resumes; hours on 2 cores)
+	$(BIN)/labkit course run --solutions --full --html --resume --timeout 7200 --out runs/book
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

@@ -3,7 +3,8 @@
 
     build(root)                      solutions/NN_*.ipynb -> {notebooks/NN_*.ipynb: text}
     drift(root, built)               what in notebooks/ differs from a fresh build
-    run_notebooks(paths, out, ...)   execute headless in fast mode, each with a time limit
+    run_notebooks(paths, out, ...)   execute headless (fast mode, or full for the book), each with a
+                                     time limit; optionally rendered to HTML beside the notebook
 
 Building replaces every solution region by a placeholder that keeps the notebook runnable:
 
@@ -220,18 +221,31 @@ def _earlier_success(source: Path, output: Path) -> Execution | None:
     return Execution("ok", float(papermill["duration"]), "earlier run")
 
 
-def run_notebooks(paths: list[Path], out: Path, *, timeout: float,
-                  resume: bool = False) -> list[tuple[Path, Execution]]:
-    """Execute each notebook headless in fast mode (FAST=True) into out/<its folder>/<its name>,
-    each in its own folder with a time limit; with resume, keep earlier successful runs that are
-    newer than their notebook."""
+def render_html(executed: Path) -> Path:
+    """The executed notebook as a standalone HTML page beside it (outputs and figures included), to
+    read a correct run without Jupyter."""
+    from nbconvert import HTMLExporter  # only the book needs it
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    page = executed.with_suffix(".html")
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def run_notebooks(paths: list[Path], out: Path, *, timeout: float, resume: bool = False,
+                  fast: bool = True, html: bool = False) -> list[tuple[Path, Execution]]:
+    """Execute each notebook headless (FAST=fast) into out/<its folder>/<its name>, each in its own
+    folder with a time limit; with resume, keep earlier successful runs that are newer than their
+    notebook; with html, render each successful run to HTML beside it (the book: `make book`)."""
     results: list[tuple[Path, Execution]] = []
     with tempfile.TemporaryDirectory(prefix="labkit-course-", ignore_cleanup_errors=True) as scratch:
         for path in tqdm(paths, desc="course", unit="notebook"):
             output = out / path.resolve().parent.name / path.name
             output.parent.mkdir(parents=True, exist_ok=True)
             done = _earlier_success(path, output) if resume else None
-            results.append((path, done or execute_notebook(
-                path, output, cwd=path.resolve().parent, scratch=Path(scratch),
-                parameters={"FAST": True}, timeout=timeout)))
+            result = done or execute_notebook(path, output, cwd=path.resolve().parent, scratch=Path(scratch),
+                                              parameters={"FAST": fast}, timeout=timeout)
+            if html and result.status == "ok":
+                render_html(output)
+            results.append((path, result))
     return results

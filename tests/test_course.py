@@ -171,3 +171,12 @@ def test_run_executes_with_the_venv_kernel_and_fails_on_errors(
     stamp = executed.stat().st_mtime_ns
     assert course.main(["run", str(good), "--out", str(out), "--resume"]) == 0
     assert executed.stat().st_mtime_ns == stamp  # up to date: not run again
+
+
+def test_book_runs_the_full_version_and_renders_html(tmp_path: Path) -> None:
+    lesson = tmp_path / "00_lesson.ipynb"
+    lesson.write_text(json.dumps(notebook(code("print('fast' if FAST else 'the full run')\n"))))
+    out = tmp_path / "book"
+    assert course.main(["run", str(lesson), "--full", "--html", "--out", str(out), "--timeout", "120"]) == 0
+    page = (out / tmp_path.name / "00_lesson.html").read_text(encoding="utf-8")
+    assert "the full run" in page and "<html" in page

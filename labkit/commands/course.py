@@ -37,7 +37,7 @@ def build_command(root: Path, check: bool) -> int:
 
 
 def run_command(root: Path, paths: list[Path], *, solutions: bool, out: Path, timeout: float,
-                resume: bool) -> int:
+                resume: bool, fast: bool = True, html: bool = False) -> int:
     if not paths:
         folder = root / ("solutions" if solutions else "notebooks")
         paths = sorted(folder.glob("*.ipynb"))
@@ -48,7 +48,7 @@ def run_command(root: Path, paths: list[Path], *, solutions: bool, out: Path, ti
     if missing:
         print(f"labkit course run: no such notebook: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    results = run_notebooks(paths, out, timeout=timeout, resume=resume)
+    results = run_notebooks(paths, out, timeout=timeout, resume=resume, fast=fast, html=html)
     print_table(results)
     print(f"executed notebooks in {out}/")
     return 0 if all(r.status == "ok" for _, r in results) else 1
@@ -77,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     build_parser.add_argument("--check", action="store_true",
                               help="change nothing; exit 1 naming every notebook out of sync")
     run_parser = commands.add_parser("run", parents=[common],
-                                     help="execute notebooks headless (FAST=True)")
+                                     help="execute notebooks headless (FAST=True unless --full)")
     run_parser.add_argument("paths", nargs="*", type=Path,
                             help="notebooks to run (default: every notebooks/*.ipynb)")
     run_parser.add_argument("--solutions", action="store_true",
@@ -87,6 +87,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                             help="seconds each notebook may run (default 1800)")
     run_parser.add_argument("--resume", action="store_true",
                             help="skip notebooks whose earlier run succeeded and is up to date")
+    run_parser.add_argument("--full", dest="fast", action="store_false",
+                            help="run with FAST=False: the lesson's full version, as the book shows it")
+    run_parser.add_argument("--html", action="store_true",
+                            help="also render each successful run to HTML beside it")
     return parser.parse_args(argv)
 
 
@@ -95,4 +99,4 @@ def main(argv: list[str]) -> int:
     if args.command == "build":
         return build_command(args.root, args.check)
     return run_command(args.root, args.paths, solutions=args.solutions, out=args.out or args.root / "runs",
-                       timeout=args.timeout, resume=args.resume)
+                       timeout=args.timeout, resume=args.resume, fast=args.fast, html=args.html)
