@@ -135,3 +135,32 @@ def probability_scatter(x: object, y: object, labels: object, x_label: str, y_la
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def serval_loop() -> Figure:
+    """The SERVAL loop as a diagram (lesson 05): the LLM annotates, a vertical model learns the
+    soft labels from scratch, its probabilities back-tune the LLM, and again."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.set(xlim=(0, 10), ylim=(0, 4))
+    ax.axis("off")
+    boxes = ((1.6, "#fde2e2", "#c0392b", "LLM  $\\theta_k$\nknows the domain,\nimperfectly"),
+             (8.4, "#dfeefb", "#2471a3", "vertical model  $f_\\phi$\nfrom scratch,\non the LLM's labels"))
+    for x, face, edge, text in boxes:
+        ax.text(x, 2, text, ha="center", va="center", fontsize=10,
+                bbox={"boxstyle": "round,pad=0.6", "facecolor": face, "edgecolor": edge, "linewidth": 1.5})
+    arrow = {"arrowstyle": "-|>", "lw": 1.5, "color": "#333", "mutation_scale": 15,
+             "connectionstyle": "arc3,rad=-0.35"}
+    ax.annotate("", xy=(7.35, 2.35), xytext=(2.65, 2.35), arrowprops=arrow)  # annotate
+    ax.annotate("", xy=(2.65, 1.65), xytext=(7.35, 1.65), arrowprops=arrow)  # back-tune
+    steps = (
+        (5, 3.75, "1. annotate the unlabeled rows: $\\tilde y_i = P_{\\theta_k}(\\mathrm{Yes} \\mid x_i)$"),
+        (8.4, 0.55, "2. learn from noisy labels:\n"
+                    "$\\min_\\phi \\sum_i \\mathrm{BCE}(f_\\phi(x_i), \\tilde y_i)$"),
+        (5, 0.1, "3. back-tune (LoRA) on every row's soft answer $t_i = f_\\phi(x_i)$: "
+                 "$\\theta_k \\to \\theta_{k+1}$"),
+        (1.6, 0.55, "4. repeat; gold labels\nfor evaluation only"),
+    )
+    for x, y, text in steps:
+        ax.text(x, y, text, ha="center", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -57,3 +57,11 @@ def test_probability_scatter_leaves_out_missing_rows_and_jitters_the_same_way_ea
     assert np.abs(first - np.array([[0.2, 0.65], [0.8, 0.97], [0.6, 0.65]])).max() <= 0.02
     with pytest.raises(ValueError, match="one value per record"):
         plots.probability_scatter([0.1], [0.2, 0.3], [1], "a", "b")
+
+
+def test_serval_loop_diagram_names_the_four_steps_in_order() -> None:
+    figure = plots.serval_loop()
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert [t[:2] for t in texts if t[:2] in ("1.", "2.", "3.", "4.")] == ["1.", "2.", "3.", "4."]
+    assert any("LLM" in t for t in texts) and any("vertical model" in t for t in texts)
+    plt.close(figure)
