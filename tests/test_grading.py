@@ -540,6 +540,35 @@ _split_a_fresh_generator_per_class = _split_with(rng_per_class=True)
 _split_unsorted = _split_with(unsorted=True)
 
 
+def _round_with(*, hard_labels: bool = False, hard_answers: bool = False, late_labels: bool = False,
+                from_zero: bool = False, no_bias: bool = False, averaged: bool = False):  # type: ignore[no-untyped-def]
+    def serval_round(llm_logits, X, fit_steps, tune_steps, lr):  # type: ignore[no-untyped-def]
+        z, X = np.asarray(llm_logits, dtype=float), np.asarray(X, dtype=float)
+        sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+        p = sigmoid(z)
+        targets = np.round(p) if hard_labels else p
+        w, b = np.zeros(X.shape[1]), 0.0
+        for _ in range(fit_steps):
+            error = sigmoid(X @ w + b) - targets
+            w, b = w - lr * X.T @ error / len(z), (b if no_bias else b - lr * error.mean())
+        t = sigmoid(X @ w + b)
+        answers = np.round(t) if hard_answers else t
+        tuned = np.zeros_like(z) if from_zero else z
+        for _ in range(tune_steps):
+            tuned = tuned - lr * (sigmoid(tuned) - answers) / (len(z) if averaged else 1)
+        return {"labels": (sigmoid(tuned) if late_labels else p).tolist(), "vertical": t.tolist(),
+                "llm": tuned.tolist()}
+    return serval_round
+
+
+_round_teacher_on_rounded_labels = _round_with(hard_labels=True)
+_round_hard_back_tuning = _round_with(hard_answers=True)
+_round_labels_read_after_back_tuning = _round_with(late_labels=True)
+_round_back_tuned_from_zero = _round_with(from_zero=True)
+_round_teacher_without_bias = _round_with(no_bias=True)
+_round_back_tuning_step_divided_by_n = _round_with(averaged=True)
+
+
 def _cv_auc_with(scale_first: bool, scale_in_fold: bool):
     def cv_auc(X, y, k=5, seed=0):
         from sklearn.linear_model import LogisticRegression
@@ -653,6 +682,8 @@ PLAUSIBLE_MISTAKES = {  # exercise -> wrong answers a student could well write
     "02.cv_auc": [_cv_auc_scaled_on_all_rows, _cv_auc_unscaled],
     "02.soft_step": [_step_on_rounded_targets, _step_summed_not_averaged, _step_uphill,
                      _step_without_the_bias, _step_of_the_squared_error],
+    "05.round": [_round_teacher_on_rounded_labels, _round_hard_back_tuning, _round_labels_read_after_back_tuning,
+                 _round_back_tuned_from_zero, _round_teacher_without_bias, _round_back_tuning_step_divided_by_n],
     "05.change": [_change_unpaired, _change_one_class_as_no_change, _change_normal_interval,
                   _change_90_percent, _change_reversed],
     "05.summary": [_summary_best_by_test_auc, _summary_without_the_last_back_tuning, _summary_as_a_fraction],

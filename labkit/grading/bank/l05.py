@@ -5,15 +5,39 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit
 
 from labkit import guard
-from labkit.grading.exercise import Case, Exercise, case
+from labkit.grading.exercise import Case, Exercise, case, close
 
 
 def agreement(p_llm: list[float], p_vertical: list[float]) -> float:
     """Reference: the share of rows where both predict the same class (p >= 0.5 is class 1)."""
     a, b = np.asarray(p_llm) >= 0.5, np.asarray(p_vertical) >= 0.5
     return float(np.mean(a == b))
+
+
+def serval_round(llm_logits: list[float], X: list[list[float]], fit_steps: int, tune_steps: int,
+                 lr: float) -> dict[str, list[float]]:
+    """Reference: one round of the loop with a toy LLM that holds one logit per row.
+    1. annotate: labels p = sigmoid(llm_logits);
+    2. the vertical model, a logistic regression (weights and bias from 0), takes `fit_steps`
+       full-batch gradient steps on the mean soft cross-entropy against p (lesson 02's step);
+       its probabilities on the rows are t;
+    3. back-tune: each row's logit takes `tune_steps` steps z_i <- z_i - lr * (sigmoid(z_i) - t_i),
+       the gradient of that row's soft cross-entropy against t_i, from the LLM's logits.
+    Returns {"labels": p, "vertical": t, "llm": the back-tuned logits}."""
+    z = np.asarray(llm_logits, dtype=np.float64)
+    features = np.asarray(X, dtype=np.float64)
+    labels = expit(z)
+    weights, bias = np.zeros(features.shape[1]), 0.0
+    for _ in range(fit_steps):
+        error = expit(features @ weights + bias) - labels
+        weights, bias = weights - lr * features.T @ error / len(z), bias - lr * error.mean()
+    taught = expit(features @ weights + bias)
+    for _ in range(tune_steps):
+        z = z - lr * (expit(z) - taught)
+    return {"labels": labels.tolist(), "vertical": taught.tolist(), "llm": z.tolist()}
 
 
 def gap_closed(before: float, after: float, target: float) -> float:
@@ -92,6 +116,17 @@ def _hidden_change(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _hidden_round(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for _ in range(5):
+        n, d = int(rng.integers(5, 60)), int(rng.integers(1, 6))
+        X = rng.normal(size=(n, d))
+        logits = X @ rng.normal(size=d) + rng.normal(0, 1.5, n)  # a rule, and slips on single rows
+        cases.append(case(logits.tolist(), X.tolist(), int(rng.integers(1, 40)), int(rng.integers(1, 6)),
+                          float(rng.choice([0.1, 0.5, 1.0]))))
+    return cases
+
+
 EXERCISES = [
     Exercise(
         id="05.agreement", function="agreement", tier="warm-up", points=1,
@@ -100,6 +135,18 @@ EXERCISES = [
         reference=agreement,
         examples=(case([0.9, 0.2, 0.6, 0.4], [0.8, 0.7, 0.55, 0.1]),),
         hidden=_hidden_agreement,
+    ),
+    Exercise(
+        id="05.round", function="serval_round", tier="core", points=2,
+        task="serval_round(llm_logits, X, fit_steps, tune_steps, lr) -> {'labels', 'vertical', 'llm'}: "
+             "labels p = sigmoid(llm_logits); a logistic regression from zero weights and bias takes "
+             "fit_steps gradient steps (mean soft cross-entropy against p), its probabilities are t; "
+             "each logit takes tune_steps steps z <- z - lr * (sigmoid(z) - t).",
+        reference=serval_round,
+        examples=(case([2.0, -1.0, 0.5, -0.3], [[1.0, 0.5], [-1.0, 0.2], [0.3, -0.4], [-0.2, -1.0]],
+                       3, 2, 0.5),),
+        hidden=_hidden_round,
+        compare=close(rtol=1e-6, atol=1e-9),
     ),
     Exercise(
         id="05.gap", function="gap_closed", tier="core", points=2,
