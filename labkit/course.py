@@ -208,8 +208,9 @@ def write_built(built: dict[Path, str]) -> int:
     return changed
 
 
-def _earlier_success(source: Path, output: Path) -> Execution | None:
-    """The result of an earlier successful run that is newer than the notebook (for resume)."""
+def _earlier_success(source: Path, output: Path, fast: bool) -> Execution | None:
+    """The result of an earlier successful run in the same mode (FAST) that is newer than the
+    notebook (for resume)."""
     if not output.exists() or output.stat().st_mtime < source.stat().st_mtime:
         return None
     try:
@@ -217,6 +218,8 @@ def _earlier_success(source: Path, output: Path) -> Execution | None:
     except (OSError, ValueError, KeyError):
         return None
     if papermill.get("exception") or papermill.get("duration") is None:
+        return None
+    if papermill.get("parameters", {}).get("FAST") != fast:  # a fast run is not the book's
         return None
     return Execution("ok", float(papermill["duration"]), "earlier run")
 
@@ -242,7 +245,7 @@ def run_notebooks(paths: list[Path], out: Path, *, timeout: float, resume: bool 
         for path in tqdm(paths, desc="course", unit="notebook"):
             output = out / path.resolve().parent.name / path.name
             output.parent.mkdir(parents=True, exist_ok=True)
-            done = _earlier_success(path, output) if resume else None
+            done = _earlier_success(path, output, fast) if resume else None
             result = done or execute_notebook(path, output, cwd=path.resolve().parent, scratch=Path(scratch),
                                               parameters={"FAST": fast}, timeout=timeout)
             if html and result.status == "ok":

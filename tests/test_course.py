@@ -180,3 +180,8 @@ def test_book_runs_the_full_version_and_renders_html(tmp_path: Path) -> None:
     assert course.main(["run", str(lesson), "--full", "--html", "--out", str(out), "--timeout", "120"]) == 0
     page = (out / tmp_path.name / "00_lesson.html").read_text(encoding="utf-8")
     assert "the full run" in page and "<html" in page
+    # resuming in fast mode does not keep the full run as if it were a fast one
+    assert course.main(["run", str(lesson), "--resume", "--out", str(out), "--timeout", "120"]) == 0
+    executed = json.loads((out / tmp_path.name / "00_lesson.ipynb").read_text(encoding="utf-8"))
+    printed = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert printed.strip() == "fast"

@@ -209,7 +209,7 @@ EXERCISES = [
         task="token_probability(logits, yes_ids, no_ids): for next-token logits of shape (records, "
              "vocabulary), {'p_yes': P(Yes) / (P(Yes) + P(No)), 'mass': P(Yes) + P(No)} per record as "
              "lists, P(Yes) the softmax probability summed over yes_ids (P(No) over no_ids); finite for "
-             "logits in the hundreds.",
+             "logits in the thousands, where both masses may underflow (work with log-masses).",
         reference=token_probability,
         examples=(case([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 0.5, 0.0]], [0], [1, 2]),),
         hidden=_hidden_token,
