@@ -22,9 +22,14 @@ split and every initialization.
    runs/dev/<ablation>/ (resumed). `one_iteration` is read from the full run's first round, which
    is the same computation; `hard_labels` is the full run wherever rounding would leave one class
    (labkit.serval.can_round on the zero-shot answers), and is read from it there.
+3. **The back-tuning budget** (BUDGETS: the learning rate a third, three and ten times the
+   default's, half the epochs, half the LoRA rank), run like the ablations, in runs/dev/<variant>/. The cap
+   on back-tuning examples is not varied: no development table reaches it (at most 341 training
+   rows, two examples each, against 800).
 
 Printed, and written to docs/serval_protocol.md between its `serval_dev` markers (unless --no-doc),
-with the rows in docs/results/serval_dev.csv.
+with the rows in docs/results/serval_dev.csv; with --keep-results the saved rows this call does
+not re-measure are kept (a part added without remaking the others).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,15 @@ TEXT_VALIDATION = ("abstracts",)
 FULL_RUNS = Path("runs/seeds")  # shared with benchmarks/serval_seeds.py and serval_guard.py
 ABLATED_RUNS = Path("runs/dev")
 LOOP_ABLATIONS = tuple(a for a in serval.ABLATIONS if a not in ("full", "one_iteration"))
+# The back-tuning budget's variants: ServalConfig fields against the defaults (lora_alpha follows
+# the rank, so the update's scale alpha / rank stays 2).
+BUDGETS: dict[str, dict[str, Any]] = {
+    "learning_rate=3e-4": {"learning_rate": 3e-4},
+    "learning_rate=3e-3": {"learning_rate": 3e-3},
+    "learning_rate=1e-2": {"learning_rate": 1e-2},
+    "num_train_epochs=2": {"num_train_epochs": 2},
+    "lora_rank=8": {"lora_rank": 8, "lora_alpha": 16},
+}
 
 
 # --- 1. the teacher, from the zero-shot answers ------------------------------------------------
@@ -140,9 +155,15 @@ def full_run(task: str, seed: int) -> dict[str, Any]:
     return saved
 
 
-def loop_rows(task: str, seed: int, ablations: list[str], roundable: bool) -> list[dict[str, Any]]:
-    """One line per ablation of this task and seed (the results table's columns); roundable:
-    whether the zero-shot answers can be rounded (labkit.serval.can_round)."""
+def _variant(task: str, seed: int, name: str, config: serval.ServalConfig) -> dict[str, Any]:
+    out = ABLATED_RUNS / name / f"seed{seed}"
+    return _line(seed, name, _result(out / task) or serval.run(task, None, config, out, log=print).to_json())
+
+
+def loop_rows(task: str, seed: int, ablations: list[str], roundable: bool,
+              budgets: list[str]) -> list[dict[str, Any]]:
+    """One line per ablation and budget variant of this task and seed (the results table's
+    columns); roundable: whether the zero-shot answers can be rounded (labkit.serval.can_round)."""
     config = serval.ServalConfig(seed=seed, progress=False)
     full = full_run(task, seed)
     lines = [_line(seed, "full", full)]
@@ -156,11 +177,8 @@ def loop_rows(task: str, seed: int, ablations: list[str], roundable: bool) -> li
         if ablation == "hard_labels" and not roundable:  # nothing to round: the full run
             lines.append({**lines[0], "ablation": ablation})
             continue
-        out = ABLATED_RUNS / ablation / f"seed{seed}"
-        saved = _result(out / task) or serval.run(task, None, config.ablation(ablation), out,
-                                                  log=print).to_json()
-        lines.append(_line(seed, ablation, saved))
-    return lines
+        lines.append(_variant(task, seed, ablation, config.ablation(ablation)))
+    return lines + [_variant(task, seed, name, replace(config, **BUDGETS[name])) for name in budgets]
 
 
 def ablation_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -194,10 +212,42 @@ def markdown(teachers: pd.DataFrame, loops: pd.DataFrame, seeds: list[int]) -> s
         parts += ["The text teacher (MiniLM embeddings and a small MLP), on the abstracts' "
                   "**validation** split (its test split is reported, so it is not read):",
                   teacher_table(text).to_markdown(disable_numparse=True)]
+    budget = loops["ablation"].isin(list(BUDGETS))
     parts += ["**2. The loop's ablations** (LLM after the loop minus zero-shot per table, mean over the "
               "seeds; the acceptance figures within each seed, mean ± sd over the seeds):",
-              ablation_table(loops).to_markdown(disable_numparse=True)]
+              ablation_table(loops[~budget]).to_markdown(disable_numparse=True)]
+    if budget.any():
+        c = serval.ServalConfig()
+        budget_rows = loops[budget | (loops["ablation"] == "full")]
+        parts += [f"**3. The back-tuning budget** (the full run's: learning rate {c.learning_rate:g}, up to "
+                  f"{c.num_train_epochs} epochs, LoRA rank {c.lora_rank} with alpha {c.lora_alpha}; each "
+                  "variant changes one of them; same columns):",
+                  ablation_table(budget_rows).to_markdown(disable_numparse=True)]
     return "\n\n".join(parts)
+
+
+KEY = ["part", "task", "seed", "teacher", "method", "targets", "ablation"]  # one measurement
+
+
+def merged(saved: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The saved rows with the re-measured ones replaced, so that a call can add a part without
+    remaking the others; prints how many re-measured rows reproduce the saved ones exactly."""
+    def keys(rows: pd.DataFrame) -> pd.Series:
+        frame = rows.reindex(columns=KEY).astype(object)
+        frame["seed"] = rows["seed"].astype(int)  # a CSV may read it back as a float
+        return frame.fillna("-").astype(str).agg("|".join, axis=1)
+
+    saved = saved[~keys(saved).duplicated(keep="last")]
+    old_keys, new_keys = keys(saved), keys(new)
+    both = new_keys.isin(old_keys)
+    if both.any():
+        numbers = [c for c in new.columns if c not in KEY and pd.api.types.is_numeric_dtype(new[c])]
+        before = saved.set_index(old_keys)[numbers].loc[new_keys[both]].to_numpy(dtype=float)
+        after = new.loc[both, numbers].to_numpy(dtype=float)
+        same = np.isclose(before, after, rtol=0, atol=1e-9, equal_nan=True).all(axis=1)
+        print(f"re-measured {both.sum()} saved rows: {same.sum()} reproduce them exactly"
+              + ("" if same.all() else f"; differ: {list(new_keys[both][~same])}"))
+    return pd.concat([saved[~old_keys.isin(new_keys)], new], ignore_index=True).astype({"seed": int})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,28 +256,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", default=list(DEVELOPMENT), choices=DEVELOPMENT)
     parser.add_argument("--ablations", nargs="+", default=list(serval.ABLATIONS), choices=serval.ABLATIONS)
+    parser.add_argument("--budgets", nargs="*", default=list(BUDGETS), choices=list(BUDGETS),
+                        help="the back-tuning budget's variants (none: leave part 3 out)")
+    parser.add_argument("--no-teachers", dest="teachers", action="store_false",
+                        help="leave out part 1 (with --keep-results its saved rows stay)")
     parser.add_argument("--no-text", dest="text", action="store_false",
                         help="leave out the text teacher (abstracts, validation split)")
+    parser.add_argument("--keep-results", action="store_true",
+                        help="keep the rows of docs/results/serval_dev.csv that this call does not "
+                             "re-measure (and report whether the re-measured ones reproduce them)")
     parser.add_argument("--no-doc", action="store_true", help="print only; write neither file")
     args = parser.parse_args(argv)
+    if not args.teachers and not args.keep_results:
+        parser.error("--no-teachers needs --keep-results: part 1 of the report comes from the saved rows")
     pairs = [(t, s) for s in args.seeds for t in args.tasks]
     for task, seed in tqdm(pairs, desc="full runs"):
         full_run(task, seed)  # first: part 1 reads its annotation cache, and a run claims an empty folder
     model, tokenizer = load_model(None), load_tokenizer(None)
     text_pairs = [(t, s) for s in args.seeds for t in TEXT_VALIDATION] if args.text else []
-    teachers = pd.DataFrame([r for t, s in tqdm(pairs + text_pairs, desc="teachers")
+    teacher_pairs = pairs + text_pairs if args.teachers else []
+    teachers = pd.DataFrame([r for t, s in tqdm(teacher_pairs, desc="teachers")
                              for r in teacher_rows(t, s, model, tokenizer)])
     roundable = {}
     for task, seed in pairs:
         ds = load(task, seed=seed)
         roundable[task, seed] = serval.can_round(ds, zero_shot_answers(ds, seed, model, tokenizer)["train"])
     loops = pd.DataFrame([r for t, s in tqdm(pairs, desc="ablations")
-                          for r in loop_rows(t, s, args.ablations, roundable[t, s])])
-    report = markdown(teachers, loops, args.seeds)
+                          for r in loop_rows(t, s, args.ablations, roundable[t, s], args.budgets)])
+    rows = pd.concat([teachers.assign(part="teacher"), loops.assign(part="loop")], ignore_index=True)
+    if args.keep_results and RESULTS.is_file():
+        rows = merged(pd.read_csv(RESULTS), rows)
+    report = markdown(rows[rows["part"] == "teacher"], rows[rows["part"] == "loop"], args.seeds)
     print(report)
     if not args.no_doc:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        pd.concat([teachers.assign(part="teacher"), loops.assign(part="loop")]).to_csv(RESULTS, index=False)
+        rows.to_csv(RESULTS, index=False)
         write_block(DOC, "serval_dev", report)
         print(f"\nwrote {RESULTS.relative_to(ROOT)} and the block of {DOC.relative_to(ROOT)}")
     return 0
